@@ -1,0 +1,90 @@
+"""Backend choice: the one place that decides which implementation runs a neuron op.
+
+Names: ``'auto'`` | ``'torch'`` (pure-torch reference, always available) | ``'triton'`` | ``'native'``
+(the compiled extension); ``'cupy'`` and ``'cuda'`` are aliases of ``'native'`` so SpikingJelly code that
+passes ``backend='cupy'`` runs unchanged.
+
+- ``'auto'`` takes the first available backend for the tensor's device (CUDA: native, triton, torch;
+  CPU: native, torch) and logs its choice once per device type on the ``fastspike`` logger.
+- The environment variable ``FASTSPIKE_BACKEND`` (any name above) replaces ``'auto'``; it counts as an
+  explicit request.
+- An explicit request that cannot be met raises :class:`BackendUnavailableError` saying what is missing.
+- An unknown name raises ``ValueError``.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from typing import Callable, Optional
+
+import torch
+
+from . import reference
+
+logger = logging.getLogger("fastspike")
+
+BACKENDS = ("torch", "triton", "native")
+ALIASES = {"cupy": "native", "cuda": "native"}
+_AUTO_ORDER = {"cuda": ("native", "triton", "torch"), "cpu": ("native", "torch")}
+ENV_VAR = "FASTSPIKE_BACKEND"
+
+
+class BackendUnavailableError(RuntimeError):
+    """An explicitly requested backend cannot run here; the message says what to install or change."""
+
+
+def canonical(backend) -> str:
+    """Map a user-facing name to ``'auto'`` or one of :data:`BACKENDS`; ``ValueError`` if unknown."""
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a string, got {type(backend).__name__}")
+    name = ALIASES.get(backend, backend)
+    if name != "auto" and name not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected 'auto', "
+                         f"{', '.join(repr(b) for b in BACKENDS)} or an alias {tuple(ALIASES)}")
+    return name
+
+
+def _unavailable_reason(name: str, device_type: str) -> Optional[str]:
+    """None when ``name`` can run on ``device_type``, else why not and what would fix it."""
+    if name == "torch":
+        return None
+    if name == "triton":
+        return ("this version of fastspike ships no Triton kernels yet; use backend='torch' (or 'auto') "
+                "until a release with the Triton backend is installed")
+    return ("this version of fastspike ships no compiled extension (fastspike._C) yet; use "
+            "backend='torch' (or 'auto') until a release with the native backend is installed")
+
+
+@functools.lru_cache(maxsize=None)
+def _resolve(backend: str, device_type: str, env: Optional[str]) -> str:
+    name = canonical(backend)
+    source = f"backend={backend!r}"
+    if name == "auto" and env:
+        name, source = canonical(env), f"{ENV_VAR}={env!r}"
+    if name == "auto":
+        skipped = []
+        for candidate in _AUTO_ORDER.get(device_type, ("torch",)):
+            reason = _unavailable_reason(candidate, device_type)
+            if reason is None:
+                logger.info("fastspike: backend='auto' on %s uses %r%s", device_type, candidate,
+                            "".join(f"; {s}" for s in skipped))
+                return candidate
+            skipped.append(f"{candidate} skipped: {reason}")
+    reason = _unavailable_reason(name, device_type)
+    if reason is not None:
+        raise BackendUnavailableError(f"{source} is not available on {device_type}: {reason}")
+    return name
+
+
+def resolve(backend: str, device: torch.device) -> str:
+    """The concrete backend that runs ``backend`` (a name, alias or 'auto') for tensors on ``device``."""
+    return _resolve(backend, device.type, os.environ.get(ENV_VAR) or None)
+
+
+def multistep_impl(backend: str, device: torch.device) -> Callable:
+    """The ``multistep(spec, x_seq, v_init, w, store_v_seq)`` function of the resolved backend."""
+    return _IMPLS[resolve(backend, device)]
+
+
+_IMPLS = {"torch": reference.multistep}

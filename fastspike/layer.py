@@ -1,0 +1,140 @@
+"""Step-mode-aware layers (SpikingJelly's ``activation_based.layer``, same names and arguments).
+
+Each layer takes its ``torch.nn`` counterpart's arguments plus ``step_mode`` ('s' or 'm'). In single-step
+mode it is exactly the ``torch.nn`` layer. In multi-step mode it takes a time-major ``[T, N, *]`` input,
+runs the layer once on the ``T * N`` merged batch and splits the result back to ``[T, N, *out]``; so
+:class:`BatchNorm2d` normalises over all time steps together, as SpikingJelly's does. :class:`Dropout`
+draws one mask per sequence and applies it at every time step.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .functional import seq_to_ann_forward
+
+__all__ = ["Conv2d", "BatchNorm2d", "Linear", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Flatten",
+           "Dropout", "SeqToANNContainer"]
+
+
+class _StepMode:
+    """``step_mode`` attribute, validated on assignment."""
+
+    @property
+    def step_mode(self) -> str:
+        return self._step_mode
+
+    @step_mode.setter
+    def step_mode(self, value: str):
+        if value not in ("s", "m"):
+            raise ValueError(f"{type(self).__name__}: step_mode must be 's' or 'm', got {value!r}")
+        self._step_mode = value
+
+
+class _SeqToANN(_StepMode):
+    """Mixin for stateless ``torch.nn`` layers: multi-step mode merges T into the batch.
+
+    ``_m_ndim`` is the rank a multi-step input must have (None: any rank >= 2); checking it matters because
+    several torch layers also accept unbatched inputs and would silently misread a missing T axis.
+    """
+
+    _m_ndim: Optional[int] = None
+
+    def __init__(self, *args, step_mode: str = "s", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.step_mode = step_mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._step_mode == "s":
+            return super().forward(x)
+        if self._m_ndim is not None and x.dim() != self._m_ndim:
+            raise ValueError(f"{type(self).__name__}: multi-step input must have {self._m_ndim} dims "
+                             f"[T, N, ...], got shape {tuple(x.shape)}")
+        return seq_to_ann_forward(x, super().forward)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, step_mode={self.step_mode}"
+
+
+class Conv2d(_SeqToANN, nn.Conv2d):
+    """``nn.Conv2d``; multi-step input ``[T, N, C, H, W]``."""
+
+    _m_ndim = 5
+
+
+class BatchNorm2d(_SeqToANN, nn.BatchNorm2d):
+    """``nn.BatchNorm2d``; multi-step input ``[T, N, C, H, W]``, statistics over T, N, H, W."""
+
+    _m_ndim = 5
+
+
+class Linear(_SeqToANN, nn.Linear):
+    """``nn.Linear``; multi-step input ``[T, N, in_features]``."""
+
+    _m_ndim = 3
+
+
+class MaxPool2d(_SeqToANN, nn.MaxPool2d):
+    """``nn.MaxPool2d``; multi-step input ``[T, N, C, H, W]``."""
+
+    _m_ndim = 5
+
+
+class AvgPool2d(_SeqToANN, nn.AvgPool2d):
+    """``nn.AvgPool2d``; multi-step input ``[T, N, C, H, W]``."""
+
+    _m_ndim = 5
+
+
+class AdaptiveAvgPool2d(_SeqToANN, nn.AdaptiveAvgPool2d):
+    """``nn.AdaptiveAvgPool2d``; multi-step input ``[T, N, C, H, W]``."""
+
+    _m_ndim = 5
+
+
+class Flatten(_SeqToANN, nn.Flatten):
+    """``nn.Flatten(start_dim=1, end_dim=-1)`` of each step: ``[T, N, *]`` -> ``[T, N, prod(*)]``."""
+
+
+class SeqToANNContainer(nn.Sequential):
+    """Runs plain (single-step) modules on ``[T, N, *]`` by merging T into the batch; always multi-step."""
+
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        return seq_to_ann_forward(x_seq, super().forward)
+
+
+class Dropout(_StepMode, nn.Module):
+    """Dropout whose mask is drawn once and reused at every time step until :meth:`reset`.
+
+    Kept elements are scaled by ``1 / (1 - p)`` as in ``nn.Dropout``; identity in eval mode or when p = 0.
+    Multi-step input ``[T, N, *]`` uses a mask of shape ``[N, *]``; in single-step mode the mask drawn at
+    the first step is reused until reset.
+    """
+
+    def __init__(self, p: float = 0.5, step_mode: str = "s"):
+        super().__init__()
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
+            raise ValueError(f"Dropout: p must be a number in [0, 1), got {p!r}")
+        self.p = float(p)
+        self.step_mode = step_mode
+        self.mask = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        step = x[0] if self._step_mode == "m" else x
+        if self.mask is None:
+            self.mask = F.dropout(torch.ones_like(step), self.p, training=True)
+        elif self.mask.shape != step.shape:
+            raise ValueError(f"Dropout: the mask has shape {tuple(self.mask.shape)} but one step of the input "
+                             f"has {tuple(step.shape)}; call functional.reset_net(net) between batches")
+        return x * self.mask
+
+    def reset(self) -> None:
+        self.mask = None
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, step_mode={self.step_mode}"

@@ -1,0 +1,226 @@
+"""Spiking neuron modules with SpikingJelly's ``activation_based.neuron`` API.
+
+``step_mode='s'`` takes one step ``x [N, *]`` per call; ``step_mode='m'`` takes a time-major sequence
+``x_seq [T, N, *]``. Either way the membrane potential ``self.v`` carries over between calls until
+:meth:`BaseNode.reset` (or :func:`fastspike.functional.reset_net`): it is a float (``v_reset``, or 0 for
+the soft reset) until the first call, then a tensor ``[N, *]`` (fp32 for fp16/bf16/fp32 inputs). It may be
+assigned, e.g. ``node.v = node.v.detach()`` for truncated BPTT. With ``store_v_seq=True`` a multi-step call
+also keeps every step's post-reset potential in ``self.v_seq [T, N, *]``.
+
+Results do not depend on ``train()``/``eval()``: both run the same computation, bit-identical to
+SpikingJelly 0.0.0.0.14's torch backend in training mode (fp32). Update equations: :mod:`fastspike.reference`.
+
+NaN and Inf inputs are not checked (that would cost a pass over the data); they propagate exactly as in
+SpikingJelly: a NaN input never fires and makes that neuron's ``v`` NaN until reset; ``+inf`` fires, then
+the hard reset's ``(1 - s) * h`` is ``0 * inf = NaN`` (the soft reset keeps ``+inf``); ``-inf`` never fires
+and the next charge step turns it into NaN.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from torch import nn
+
+from . import backends
+from ._spec import make_spec
+from .functional import neuron_multistep
+from .surrogate import Sigmoid, SurrogateFunctionBase
+
+__all__ = ["BaseNode", "IFNode", "LIFNode", "ParametricLIFNode"]
+
+_HYPERPARAMETERS = frozenset(
+    {"v_threshold", "v_reset", "surrogate_function", "detach_reset", "tau", "decay_input"})
+
+
+class BaseNode(nn.Module):
+    """Shared state handling of IF/LIF/PLIF; subclasses set ``_kind`` and add their hyperparameters.
+
+    Args:
+        v_threshold: firing threshold (default 1.0).
+        v_reset: potential after a spike (hard reset, default 0.0); ``None`` selects the soft reset,
+            which subtracts ``v_threshold`` instead.
+        surrogate_function: a :mod:`fastspike.surrogate` object (default ``Sigmoid()``, alpha 4).
+        detach_reset: exclude the reset from the backward pass (default False).
+        step_mode: 's' (single step) or 'm' (multi-step).
+        backend: 'auto', 'torch', 'triton', 'native' (aliases 'cupy', 'cuda'); see :mod:`fastspike.backends`.
+        store_v_seq: keep ``v_seq`` after multi-step calls (default False).
+    """
+
+    _kind = ""
+    _extra_hyperparameters: tuple = ()
+
+    def __init__(self, v_threshold: float = 1.0, v_reset: Optional[float] = 0.0,
+                 surrogate_function: Optional[SurrogateFunctionBase] = None, detach_reset: bool = False,
+                 step_mode: str = "s", backend: str = "auto", store_v_seq: bool = False, **extra):
+        super().__init__()
+        self._spec_cache = None
+        self.v_threshold = v_threshold
+        self.v_reset = v_reset
+        self.surrogate_function = Sigmoid() if surrogate_function is None else surrogate_function
+        self.detach_reset = detach_reset
+        for name in self._extra_hyperparameters:
+            setattr(self, name, extra.pop(name))
+        if extra:
+            raise TypeError(f"{type(self).__name__}: unexpected arguments {sorted(extra)}")
+        self.step_mode = step_mode
+        self.backend = backend
+        self.store_v_seq = store_v_seq
+        self.v_seq = None
+        self.v = self._v_rest
+        # Build the spec now so a bad hyperparameter fails at construction, not at the first forward.
+        self.spec
+
+    def __setattr__(self, name, value):
+        if name in _HYPERPARAMETERS:
+            self.__dict__["_spec_cache"] = None
+        super().__setattr__(name, value)
+
+    @property
+    def _v_rest(self) -> float:
+        return 0.0 if self.v_reset is None else float(self.v_reset)
+
+    @property
+    def step_mode(self) -> str:
+        return self._step_mode
+
+    @step_mode.setter
+    def step_mode(self, value: str):
+        if value not in ("s", "m"):
+            raise ValueError(f"{type(self).__name__}: step_mode must be 's' or 'm', got {value!r}")
+        self._step_mode = value
+
+    @property
+    def backend(self) -> str:
+        return self._backend
+
+    @backend.setter
+    def backend(self, value: str):
+        backends.canonical(value)
+        self._backend = value
+
+    @property
+    def spec(self):
+        """The validated :class:`~fastspike._spec.NeuronSpec` of the current hyperparameters."""
+        if self._spec_cache is None:
+            self._spec_cache = make_spec(
+                self._kind, v_threshold=self.v_threshold, v_reset=self.v_reset,
+                surrogate_function=self.surrogate_function, detach_reset=self.detach_reset,
+                owner=type(self).__name__, **{n: getattr(self, n) for n in self._extra_hyperparameters})
+        return self._spec_cache
+
+    def _plif_weight(self) -> Optional[torch.Tensor]:
+        return None
+
+    def _run(self, x_seq: torch.Tensor, store_v_seq: bool, x_name: str):
+        return neuron_multistep(self.spec, x_seq, self.v, self._plif_weight(), self._backend, store_v_seq,
+                                owner=type(self).__name__, x_name=x_name, v_name="stored state v")
+
+    def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """One step: ``x [N, *]`` -> spikes ``[N, *]``; updates ``self.v``."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{type(self).__name__}: x must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() < 1:
+            raise ValueError(f"{type(self).__name__}: single-step input x must be [N, *], got a scalar")
+        spike_seq, self.v = self._run(x.unsqueeze(0), False, "x")
+        return spike_seq[0]
+
+    def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        """T steps: ``x_seq [T, N, *]`` -> spikes ``[T, N, *]``; updates ``self.v`` (and ``self.v_seq``)."""
+        if self.store_v_seq:
+            spike_seq, self.v, self.v_seq = self._run(x_seq, True, "x_seq")
+        else:
+            spike_seq, self.v = self._run(x_seq, False, "x_seq")
+        return spike_seq
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._step_mode == "m":
+            return self.multi_step_forward(x)
+        return self.single_step_forward(x)
+
+    def reset(self) -> None:
+        """Forget the state: ``v`` back to its resting value (a float), ``v_seq`` to None."""
+        self.v = self._v_rest
+        self.v_seq = None
+
+    def detach(self) -> None:
+        """Cut the state out of the autograd graph (truncated BPTT)."""
+        if isinstance(self.v, torch.Tensor):
+            self.v = self.v.detach()
+        if isinstance(self.v_seq, torch.Tensor):
+            self.v_seq = self.v_seq.detach()
+
+    def _apply(self, fn, *args, **kwargs):
+        # The state is not a buffer (it must stay a plain float until the first call), so move it by hand.
+        if isinstance(self.v, torch.Tensor):
+            self.v = fn(self.v)
+        if isinstance(self.v_seq, torch.Tensor):
+            self.v_seq = fn(self.v_seq)
+        return super()._apply(fn, *args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return (f"v_threshold={self.v_threshold}, v_reset={self.v_reset}, detach_reset={self.detach_reset}, "
+                f"step_mode={self.step_mode}, backend={self.backend}")
+
+
+class IFNode(BaseNode):
+    """Integrate-and-fire: ``h = v + x``, then fire and reset (see :class:`BaseNode` for the arguments)."""
+
+    _kind = "if"
+
+
+class LIFNode(BaseNode):
+    """Leaky integrate-and-fire with time constant ``tau > 0`` (default 2.0).
+
+    ``decay_input=True`` (default): ``h = v + (x - (v - v_reset)) / tau``; otherwise
+    ``h = v - (v - v_reset) / tau + x`` (``v_reset`` read as 0 for the soft reset). Other arguments:
+    :class:`BaseNode`.
+    """
+
+    _kind = "lif"
+    _extra_hyperparameters = ("tau", "decay_input")
+
+    def __init__(self, tau: float = 2.0, decay_input: bool = True, v_threshold: float = 1.0,
+                 v_reset: Optional[float] = 0.0, surrogate_function: Optional[SurrogateFunctionBase] = None,
+                 detach_reset: bool = False, step_mode: str = "s", backend: str = "auto",
+                 store_v_seq: bool = False):
+        super().__init__(v_threshold, v_reset, surrogate_function, detach_reset, step_mode, backend, store_v_seq,
+                         tau=tau, decay_input=decay_input)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", tau={self.tau}, decay_input={self.decay_input}"
+
+
+class ParametricLIFNode(BaseNode):
+    """LIF with a learnable time constant: ``1/tau = sigmoid(w)``, ``w`` initialised to
+    ``-log(init_tau - 1)`` (``init_tau > 1``, default 2.0). ``decay_input`` and the charge as in
+    :class:`LIFNode` with ``1/tau`` replaced by ``sigmoid(w)``. Other arguments: :class:`BaseNode`.
+    """
+
+    _kind = "plif"
+    _extra_hyperparameters = ("decay_input",)
+
+    def __init__(self, init_tau: float = 2.0, decay_input: bool = True, v_threshold: float = 1.0,
+                 v_reset: Optional[float] = 0.0, surrogate_function: Optional[SurrogateFunctionBase] = None,
+                 detach_reset: bool = False, step_mode: str = "s", backend: str = "auto",
+                 store_v_seq: bool = False):
+        if isinstance(init_tau, bool) or not isinstance(init_tau, (int, float)):
+            raise TypeError(f"ParametricLIFNode: init_tau must be a number, got {type(init_tau).__name__}")
+        if not (math.isfinite(init_tau) and init_tau > 1):
+            raise ValueError(f"ParametricLIFNode: init_tau must be finite and > 1, got {init_tau}")
+        super().__init__(v_threshold, v_reset, surrogate_function, detach_reset, step_mode, backend, store_v_seq,
+                         decay_input=decay_input)
+        self.w = nn.Parameter(torch.as_tensor(-math.log(init_tau - 1.0)))
+
+    def _plif_weight(self) -> torch.Tensor:
+        return self.w
+
+    @property
+    def tau(self) -> float:
+        """The current time constant ``1 / sigmoid(w)``."""
+        with torch.no_grad():
+            return float(1.0 / self.w.sigmoid())
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", tau={self.tau}, decay_input={self.decay_input}"

@@ -1,0 +1,158 @@
+"""The pure-torch reference backend ('torch'): the oracle every faster backend is tested against.
+
+For each time step ``t`` of a time-major input ``x_seq [T, N, *]`` and state ``v`` (``v_init`` at t = 0):
+
+charge (the expression SpikingJelly 0.0.0.0.14's torch backend uses, term for term, so fp32 results are
+bit-identical to it; ``k = 1/tau`` for LIF, ``k = sigmoid(w)`` for PLIF)::
+
+    IF                                   h = v + x
+    LIF/PLIF, decay_input, v_reset 0/None h = v + (x - v) * k                (LIF: (x - v) / tau)
+    LIF/PLIF, decay_input, v_reset != 0   h = v + (x - (v - v_reset)) * k    (LIF: ... / tau)
+    LIF/PLIF, no decay_input, 0/None      h = v * (1 - k) + x
+    LIF/PLIF, no decay_input, != 0        h = v - (v - v_reset) * k + x     (LIF: ... / tau)
+
+fire ``s = (h - v_threshold >= 0)``; reset: hard ``v = (1 - s) * h + s * v_reset``, soft (v_reset None)
+``v = h - s * v_threshold``.
+
+The backward is hand-written backpropagation through time over the saved ``h`` sequence, with the
+surrogate derivative ``g' = surrogate.derivative(h - v_threshold)`` standing in for ``ds/dh``:
+``dL/dh_t = dL/ds_t * g' + dL/dv_t * dv_t/dh_t`` where ``dv_t/dh_t`` is ``(1 - s) + (v_reset - h) * g'``
+(hard) or ``1 - v_threshold * g'`` (soft), without the ``g'`` term when ``detach_reset``.
+
+fp16/bf16 inputs are computed in fp32 (state, arithmetic, v outputs); spikes come back in the input dtype.
+fp64 inputs are computed in fp64.
+"""
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import torch
+
+from ._spec import NeuronSpec, state_dtype
+from .surrogate import heaviside
+
+
+def _charge(spec: NeuronSpec, v: torch.Tensor, x: torch.Tensor, k: Optional[torch.Tensor]) -> torch.Tensor:
+    if spec.kind == "if":
+        return v + x
+    # LIF divides by tau (true division, as SpikingJelly does); PLIF multiplies by the tensor sigmoid(w).
+    if spec.kind == "lif":
+        tau = spec.tau
+        if spec.decay_input:
+            if spec.reset_is_zero:
+                return v + (x - v) / tau
+            return v + (x - (v - spec.v_reset)) / tau
+        if spec.reset_is_zero:
+            return v * (1.0 - 1.0 / tau) + x
+        return v - (v - spec.v_reset) / tau + x
+    if spec.decay_input:
+        if spec.reset_is_zero:
+            return v + (x - v) * k
+        return v + (x - (v - spec.v_reset)) * k
+    if spec.reset_is_zero:
+        return v * (1.0 - k) + x
+    return v - (v - spec.v_reset) * k + x
+
+
+def _reset(spec: NeuronSpec, h: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    if spec.hard_reset:
+        return (1.0 - s) * h + s * spec.v_reset
+    return h - s * spec.v_threshold
+
+
+def _charge_partials(spec: NeuronSpec, k):
+    """(dh/dx, dh/dv): constants, or 0-dim tensors for PLIF."""
+    if spec.kind == "if":
+        return 1.0, 1.0
+    decay = 1.0 / spec.tau if spec.kind == "lif" else k
+    return (decay if spec.decay_input else 1.0), 1.0 - decay
+
+
+class _MultiStep(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x_seq, v_init, w, spec: NeuronSpec, store_v_seq: bool):
+        sdt = state_dtype(x_seq.dtype)
+        if isinstance(v_init, torch.Tensor):
+            v = v_init.to(sdt)
+        else:
+            v = torch.full(x_seq.shape[1:], float(v_init), dtype=sdt, device=x_seq.device)
+        v0 = v
+        k = w.sigmoid() if spec.kind == "plif" else None
+        T = x_seq.shape[0]
+        keep_h = any(ctx.needs_input_grad[:3])
+        spike_seq = torch.empty_like(x_seq, memory_format=torch.contiguous_format)
+        h_seq = x_seq.new_empty(x_seq.shape, dtype=sdt) if keep_h else None
+        v_seq = x_seq.new_empty(x_seq.shape, dtype=sdt) if store_v_seq else None
+        for t in range(T):
+            h = _charge(spec, v, x_seq[t].to(sdt), k)
+            s = heaviside(h - spec.v_threshold)
+            v = _reset(spec, h, s)
+            spike_seq[t] = s
+            if keep_h:
+                h_seq[t] = h
+            if store_v_seq:
+                v_seq[t] = v
+        if keep_h:
+            ctx.spec = spec
+            ctx.v_init_dtype = v_init.dtype if isinstance(v_init, torch.Tensor) else None
+            ctx.x_dtype = x_seq.dtype
+            if spec.kind == "plif":
+                ctx.save_for_backward(h_seq, x_seq, v0, w, k)
+            else:
+                ctx.save_for_backward(h_seq)
+        return spike_seq, v, v_seq
+
+    @staticmethod
+    def backward(ctx, grad_spike_seq, grad_v_last, grad_v_seq):
+        spec: NeuronSpec = ctx.spec
+        h_seq = ctx.saved_tensors[0]
+        plif = spec.kind == "plif"
+        if plif:
+            _, x_seq, v0, w, k = ctx.saved_tensors
+            grad_k = torch.zeros((), dtype=h_seq.dtype, device=h_seq.device)
+        else:
+            k = None
+        dh_dx, dh_dv = _charge_partials(spec, k)
+        sdt = h_seq.dtype
+        grad_x = torch.empty_like(h_seq)
+        grad_v = grad_v_last.to(sdt)
+        for t in range(h_seq.shape[0] - 1, -1, -1):
+            h = h_seq[t]
+            hm = h - spec.v_threshold
+            sg = spec.surrogate.derivative(hm)
+            if grad_v_seq is not None:
+                grad_v = grad_v + grad_v_seq[t].to(sdt)
+            if spec.hard_reset:
+                dv_dh = 1.0 - heaviside(hm)
+                if not spec.detach_reset:
+                    dv_dh = dv_dh + (spec.v_reset - h) * sg
+            else:
+                dv_dh = 1.0 if spec.detach_reset else 1.0 - spec.v_threshold * sg
+            grad_h = grad_spike_seq[t].to(sdt) * sg + grad_v * dv_dh
+            grad_x[t] = grad_h * dh_dx
+            if plif:
+                if t > 0:
+                    h_prev = h_seq[t - 1]
+                    v_prev = _reset(spec, h_prev, heaviside(h_prev - spec.v_threshold))
+                else:
+                    v_prev = v0
+                v_rel = v_prev if spec.reset_is_zero else v_prev - spec.v_reset
+                dh_dk = x_seq[t].to(sdt) - v_rel if spec.decay_input else -v_rel
+                grad_k = grad_k + (grad_h * dh_dk).sum()
+            grad_v = grad_h * dh_dv
+        grad_x = grad_x.to(ctx.x_dtype) if ctx.needs_input_grad[0] else None
+        grad_v_init = grad_v.to(ctx.v_init_dtype) if ctx.needs_input_grad[1] else None
+        grad_w = None
+        if plif and ctx.needs_input_grad[2]:
+            grad_w = (grad_k * k * (1.0 - k)).to(w.dtype).reshape(w.shape)
+        return grad_x, grad_v_init, grad_w, None, None
+
+
+def multistep(spec: NeuronSpec, x_seq: torch.Tensor, v_init: Union[float, torch.Tensor],
+              w: Optional[torch.Tensor], store_v_seq: bool):
+    """Run ``spec``'s neuron over ``x_seq [T, N, *]``; returns ``(spike_seq, v_last, v_seq or None)``.
+
+    Inputs are assumed checked (:mod:`fastspike._spec`). ``spike_seq`` has x_seq's dtype and shape;
+    ``v_last [N, *]`` and ``v_seq [T, N, *]`` (post-reset membrane potentials) have the state dtype.
+    """
+    return _MultiStep.apply(x_seq, v_init, w, spec, store_v_seq)

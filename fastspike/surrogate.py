@@ -1,0 +1,176 @@
+"""Surrogate gradients: a Heaviside step forward, a smooth derivative backward.
+
+Calling a surrogate ``sg(x)`` returns ``(x >= 0)`` in ``x``'s dtype; its backward multiplies the incoming
+gradient by ``sg.derivative(x)``. Neurons call it on ``h - v_threshold``.
+
+The derivatives follow SpikingJelly's ``activation_based.surrogate`` (same defaults, same formulas) and, for
+:class:`FastSigmoid`, snnTorch's ``surrogate.fast_sigmoid``:
+
+============================  =========  ==================================================
+class                         default    derivative ``g'(x)``
+============================  =========  ==================================================
+``Sigmoid(alpha)``            4.0        ``alpha * s * (1 - s)``, ``s = sigmoid(alpha * x)``
+``ATan(alpha)``               2.0        ``alpha / 2 / (1 + (pi / 2 * alpha * x) ** 2)``
+``PiecewiseQuadratic(alpha)`` 1.0        ``alpha - alpha**2 * |x|`` for ``|x| <= 1/alpha``, else 0
+``PiecewiseExp(alpha)``       1.0        ``alpha / 2 * exp(-alpha * |x|)``
+``SoftSign(alpha)``           2.0        ``1 / (2 * alpha * (1 / alpha + |x|) ** 2)``
+``SuperSpike(alpha)``         1.0        ``alpha / (|x| + 1) ** 2``
+``Erf(alpha)``                2.0        ``alpha / sqrt(pi) * exp(-(alpha * x) ** 2)``
+``FastSigmoid(slope)``        25.0       ``1 / (slope * |x| + 1) ** 2``
+============================  =========  ==================================================
+
+Every surrogate is identified by ``(name, alpha)`` (:attr:`SurrogateFunctionBase.spec`), which is all a
+fused kernel needs to reproduce it.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+__all__ = [
+    "SurrogateFunctionBase", "Sigmoid", "ATan", "PiecewiseQuadratic", "PiecewiseExp", "SoftSign",
+    "SuperSpike", "Erf", "FastSigmoid", "heaviside",
+]
+
+
+def heaviside(x: torch.Tensor) -> torch.Tensor:
+    """``(x >= 0)`` in ``x``'s dtype: 1 where a neuron fires, 0 elsewhere."""
+    return (x >= 0).to(x)
+
+
+class _SurrogateSpike(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, surrogate):
+        ctx.save_for_backward(x)
+        ctx.surrogate = surrogate
+        return heaviside(x)
+
+    @staticmethod
+    def backward(ctx, grad_spike):
+        (x,) = ctx.saved_tensors
+        return grad_spike * ctx.surrogate.derivative(x), None
+
+
+class SurrogateFunctionBase(nn.Module):
+    """Base class: subclasses set :attr:`name` and implement :meth:`derivative`.
+
+    ``alpha`` must be a finite positive number (it sets the width of the surrogate window).
+    """
+
+    name: str = ""
+
+    def __init__(self, alpha: float):
+        super().__init__()
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+            raise TypeError(f"{type(self).__name__}: alpha must be a number, got {type(alpha).__name__}")
+        if not (math.isfinite(alpha) and alpha > 0):
+            raise ValueError(f"{type(self).__name__}: alpha must be finite and > 0, got {alpha}")
+        self.alpha = float(alpha)
+
+    @property
+    def spec(self) -> tuple[str, float]:
+        """``(name, alpha)``: what identifies this surrogate to a fused kernel."""
+        return self.name, self.alpha
+
+    def derivative(self, x: torch.Tensor) -> torch.Tensor:
+        """The surrogate derivative ``g'(x)``, elementwise, in ``x``'s dtype."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _SurrogateSpike.apply(x, self)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}"
+
+
+class Sigmoid(SurrogateFunctionBase):
+    name = "sigmoid"
+
+    def __init__(self, alpha: float = 4.0):
+        super().__init__(alpha)
+
+    def derivative(self, x):
+        s = (x * self.alpha).sigmoid()
+        return (1.0 - s) * s * self.alpha
+
+
+class ATan(SurrogateFunctionBase):
+    name = "atan"
+
+    def __init__(self, alpha: float = 2.0):
+        super().__init__(alpha)
+
+    def derivative(self, x):
+        return self.alpha / 2 / (1 + (math.pi / 2 * self.alpha * x).square())
+
+
+class PiecewiseQuadratic(SurrogateFunctionBase):
+    name = "piecewise_quadratic"
+
+    def __init__(self, alpha: float = 1.0):
+        super().__init__(alpha)
+
+    def derivative(self, x):
+        x_abs = x.abs()
+        return (-self.alpha ** 2 * x_abs + self.alpha).masked_fill(x_abs > 1 / self.alpha, 0)
+
+
+class PiecewiseExp(SurrogateFunctionBase):
+    name = "piecewise_exp"
+
+    def __init__(self, alpha: float = 1.0):
+        super().__init__(alpha)
+
+    def derivative(self, x):
+        return self.alpha / 2 * (-self.alpha * x.abs()).exp()
+
+
+class SoftSign(SurrogateFunctionBase):
+    name = "soft_sign"
+
+    def __init__(self, alpha: float = 2.0):
+        super().__init__(alpha)
+
+    def derivative(self, x):
+        return 1 / (2 * self.alpha * (1 / self.alpha + x.abs()).square())
+
+
+class SuperSpike(SurrogateFunctionBase):
+    name = "super_spike"
+
+    def __init__(self, alpha: float = 1.0):
+        super().__init__(alpha)
+
+    def derivative(self, x):
+        return self.alpha / (x.abs() + 1.0).square()
+
+
+class Erf(SurrogateFunctionBase):
+    name = "erf"
+
+    def __init__(self, alpha: float = 2.0):
+        super().__init__(alpha)
+
+    def derivative(self, x):
+        return (-(x * self.alpha).square()).exp() * (self.alpha / math.sqrt(math.pi))
+
+
+class FastSigmoid(SurrogateFunctionBase):
+    """snnTorch's fast sigmoid; ``slope`` is stored as :attr:`alpha`."""
+
+    name = "fast_sigmoid"
+
+    def __init__(self, slope: float = 25.0):
+        super().__init__(slope)
+
+    @property
+    def slope(self) -> float:
+        return self.alpha
+
+    def derivative(self, x):
+        return 1 / (self.alpha * x.abs() + 1.0).square()
+
+    def extra_repr(self) -> str:
+        return f"slope={self.alpha}"
