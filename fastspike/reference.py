@@ -68,38 +68,41 @@ def _charge_partials(spec: NeuronSpec, k):
     return (decay if spec.decay_input else 1.0), 1.0 - decay
 
 
+def _forward(spec: NeuronSpec, x_seq, v_init, w, store_v_seq: bool, keep_h: bool):
+    """The time loop. Returns spikes, v_last, v_seq (or None), and for backward h_seq (or None), v at t=0, k."""
+    sdt = state_dtype(x_seq.dtype)
+    if isinstance(v_init, torch.Tensor):
+        v = v_init.to(sdt)
+    else:
+        v = torch.full(x_seq.shape[1:], float(v_init), dtype=sdt, device=x_seq.device)
+    v0 = v
+    k = w.sigmoid() if spec.kind == "plif" else None
+    spike_seq = torch.empty_like(x_seq, memory_format=torch.contiguous_format)
+    h_seq = x_seq.new_empty(x_seq.shape, dtype=sdt) if keep_h else None
+    v_seq = x_seq.new_empty(x_seq.shape, dtype=sdt) if store_v_seq else None
+    for t in range(x_seq.shape[0]):
+        h = _charge(spec, v, x_seq[t].to(sdt), k)
+        s = heaviside(h - spec.v_threshold)
+        v = _reset(spec, h, s)
+        spike_seq[t] = s
+        if keep_h:
+            h_seq[t] = h
+        if store_v_seq:
+            v_seq[t] = v
+    return spike_seq, v, v_seq, h_seq, v0, k
+
+
 class _MultiStep(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x_seq, v_init, w, spec: NeuronSpec, store_v_seq: bool):
-        sdt = state_dtype(x_seq.dtype)
-        if isinstance(v_init, torch.Tensor):
-            v = v_init.to(sdt)
+        spike_seq, v, v_seq, h_seq, v0, k = _forward(spec, x_seq, v_init, w, store_v_seq, keep_h=True)
+        ctx.spec = spec
+        ctx.v_init_dtype = v_init.dtype if isinstance(v_init, torch.Tensor) else None
+        ctx.x_dtype = x_seq.dtype
+        if spec.kind == "plif":
+            ctx.save_for_backward(h_seq, x_seq, v0, w, k)
         else:
-            v = torch.full(x_seq.shape[1:], float(v_init), dtype=sdt, device=x_seq.device)
-        v0 = v
-        k = w.sigmoid() if spec.kind == "plif" else None
-        T = x_seq.shape[0]
-        keep_h = any(ctx.needs_input_grad[:3])
-        spike_seq = torch.empty_like(x_seq, memory_format=torch.contiguous_format)
-        h_seq = x_seq.new_empty(x_seq.shape, dtype=sdt) if keep_h else None
-        v_seq = x_seq.new_empty(x_seq.shape, dtype=sdt) if store_v_seq else None
-        for t in range(T):
-            h = _charge(spec, v, x_seq[t].to(sdt), k)
-            s = heaviside(h - spec.v_threshold)
-            v = _reset(spec, h, s)
-            spike_seq[t] = s
-            if keep_h:
-                h_seq[t] = h
-            if store_v_seq:
-                v_seq[t] = v
-        if keep_h:
-            ctx.spec = spec
-            ctx.v_init_dtype = v_init.dtype if isinstance(v_init, torch.Tensor) else None
-            ctx.x_dtype = x_seq.dtype
-            if spec.kind == "plif":
-                ctx.save_for_backward(h_seq, x_seq, v0, w, k)
-            else:
-                ctx.save_for_backward(h_seq)
+            ctx.save_for_backward(h_seq)
         return spike_seq, v, v_seq
 
     @staticmethod
@@ -155,4 +158,8 @@ def multistep(spec: NeuronSpec, x_seq: torch.Tensor, v_init: Union[float, torch.
     Inputs are assumed checked (:mod:`fastspike._spec`). ``spike_seq`` has x_seq's dtype and shape;
     ``v_last [N, *]`` and ``v_seq [T, N, *]`` (post-reset membrane potentials) have the state dtype.
     """
-    return _MultiStep.apply(x_seq, v_init, w, spec, store_v_seq)
+    tensors = (x_seq, v_init, w)
+    if torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in tensors):
+        return _MultiStep.apply(x_seq, v_init, w, spec, store_v_seq)
+    # Without autograd, h need not be kept for a backward pass.
+    return _forward(spec, x_seq, v_init, w, store_v_seq, keep_h=False)[:3]

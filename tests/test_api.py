@@ -1,0 +1,224 @@
+"""Module API: state, step modes, utilities, layers and backend selection."""
+import logging
+
+import pytest
+import torch
+from torch import nn
+
+import fastspike
+from fastspike import backends, functional, layer, neuron, surrogate
+from helpers import assert_bitwise_equal, assert_grad_close
+
+NODES = [
+    lambda **kw: neuron.IFNode(**kw),
+    lambda **kw: neuron.LIFNode(tau=3.0, **kw),
+    lambda **kw: neuron.ParametricLIFNode(init_tau=2.5, decay_input=False, **kw),
+]
+
+
+def rand_seq(*shape, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=g) * 1.5 + 0.5
+
+
+@pytest.mark.parametrize("make", NODES)
+def test_state_carries_over_calls(make):
+    x = rand_seq(6, 4, 5)
+    whole = make(step_mode="m")
+    split = make(step_mode="m")
+    s_whole = whole(x)
+    s_split = torch.cat([split(x[:2]), split(x[2:])])
+    assert_bitwise_equal(s_split, s_whole, "spikes")
+    assert_bitwise_equal(split.v, whole.v, "v")
+
+
+@pytest.mark.parametrize("make", NODES)
+def test_single_step_equals_multi_step_including_gradients(make):
+    x = rand_seq(5, 3, 4, seed=1)
+    results = []
+    for mode in ("s", "m"):
+        node = make(step_mode=mode, surrogate_function=surrogate.PiecewiseExp())
+        xg = x.clone().requires_grad_()
+        s = torch.stack([node(xt) for xt in xg]) if mode == "s" else node(xg)
+        (s * torch.arange(s.numel()).reshape(s.shape).cos()).sum().add(node.v.sum()).backward()
+        results.append((s, node.v, xg.grad))
+    (s1, v1, g1), (s2, v2, g2) = results
+    assert_bitwise_equal(s1, s2, "spikes")
+    assert_bitwise_equal(v1, v2, "v")
+    assert_grad_close(g1, g2, what="grad x")
+
+
+def test_store_v_seq_and_reset():
+    node = neuron.LIFNode(step_mode="m", store_v_seq=True, v_reset=None)
+    assert node.v == 0.0 and node.v_seq is None
+    x = rand_seq(4, 2, 3)
+    node(x)
+    assert node.v_seq.shape == (4, 2, 3) and node.v.shape == (2, 3)
+    assert_bitwise_equal(node.v_seq[-1], node.v, "v_seq[-1]")
+    node.reset()
+    assert node.v == 0.0 and isinstance(node.v, float) and node.v_seq is None
+    hard = neuron.IFNode(v_reset=-0.5)
+    assert hard.v == -0.5
+    hard(x[0])
+    hard.reset()
+    assert hard.v == -0.5
+
+
+def test_assigned_state_is_used():
+    node = neuron.IFNode(step_mode="m")
+    node.v = torch.full((2, 3), 0.9)
+    s = node(torch.full((1, 2, 3), 0.1))
+    assert s.eq(1).all(), "0.9 + 0.1 reaches the threshold only if the assigned state was used"
+
+
+def test_truncated_bptt_by_detaching_state():
+    node = neuron.LIFNode(step_mode="m")
+    x1, x2 = rand_seq(3, 4, 5).requires_grad_(), rand_seq(3, 4, 5, seed=2).requires_grad_()
+    node(x1)
+    node.v = node.v.detach()
+    node(x2).sum().add(node.v.sum()).backward()
+    assert x1.grad is None and x2.grad is not None
+    node(x1)
+    functional.detach_net(nn.Sequential(node))
+    assert not node.v.requires_grad
+
+
+def test_module_moves_state_with_to():
+    node = neuron.LIFNode(step_mode="m")
+    node(rand_seq(2, 3))
+    node.double()
+    assert node.v.dtype == torch.float64
+    assert node(rand_seq(2, 3).double()).dtype == torch.float64
+
+
+def test_plif_weight_learns_and_reports_tau():
+    node = neuron.ParametricLIFNode(init_tau=4.0, step_mode="m")
+    assert abs(node.tau - 4.0) < 1e-5
+    assert [n for n, _ in node.named_parameters()] == ["w"]
+    node(rand_seq(4, 8, 3)).sum().backward()
+    assert node.w.grad is not None and node.w.grad.abs() > 0
+
+
+def test_reset_net_set_step_mode_and_set_backend():
+    net = nn.Sequential(layer.Linear(3, 4), neuron.IFNode(), layer.Dropout(0.5), neuron.LIFNode(),
+                        layer.SeqToANNContainer(layer.Linear(4, 2)))
+    functional.set_step_mode(net, "m")
+    assert net[0].step_mode == net[1].step_mode == net[3].step_mode == "m"
+    assert net[4][0].step_mode == "s", "modules inside a SeqToANNContainer stay single-step"
+    out = net(rand_seq(5, 2, 3))
+    assert out.shape == (5, 2, 2)
+    assert isinstance(net[1].v, torch.Tensor) and net[2].mask is not None
+    functional.reset_net(net)
+    assert net[1].v == 0.0 and net[3].v == 0.0 and net[2].mask is None
+    functional.set_backend(net, "torch")
+    assert net[1].backend == net[3].backend == "torch"
+    with pytest.raises(ValueError, match="step_mode"):
+        functional.set_step_mode(net, "x")
+
+
+def test_auto_backend_uses_torch_on_cpu_and_logs_once(caplog):
+    backends._resolve.cache_clear()
+    with caplog.at_level(logging.INFO, logger="fastspike"):
+        for _ in range(3):
+            neuron.LIFNode(step_mode="m")(rand_seq(2, 3))
+    messages = [r.getMessage() for r in caplog.records if r.name == "fastspike"]
+    assert len(messages) == 1 and "'torch'" in messages[0], messages
+    assert backends.resolve("auto", torch.device("cpu")) == "torch"
+
+
+@pytest.mark.parametrize("name", ["triton", "native", "cuda", "cupy"])
+def test_explicit_unavailable_backend_raises_with_a_remedy(name):
+    node = neuron.LIFNode(step_mode="m", backend=name)
+    with pytest.raises(fastspike.BackendUnavailableError, match="backend='torch'"):
+        node(rand_seq(2, 3))
+
+
+def test_backend_environment_variable_overrides_auto(monkeypatch):
+    monkeypatch.setenv(backends.ENV_VAR, "triton")
+    with pytest.raises(fastspike.BackendUnavailableError, match=backends.ENV_VAR):
+        functional.if_multistep(rand_seq(2, 3))
+    functional.if_multistep(rand_seq(2, 3), backend="torch")
+    monkeypatch.setenv(backends.ENV_VAR, "torch")
+    assert backends.resolve("auto", torch.device("cpu")) == "torch"
+    monkeypatch.setenv(backends.ENV_VAR, "bogus")
+    with pytest.raises(ValueError, match="bogus"):
+        functional.if_multistep(rand_seq(2, 3))
+
+
+def test_aliases_map_to_native():
+    assert backends.canonical("cupy") == backends.canonical("cuda") == "native"
+    assert backends.canonical("auto") == "auto"
+
+
+@pytest.mark.parametrize("make,shape", [
+    (lambda: layer.Conv2d(3, 4, 3, padding=1), (2, 5, 3, 7, 7)),
+    (lambda: layer.MaxPool2d(2), (2, 5, 3, 7, 7)),
+    (lambda: layer.AvgPool2d(2), (2, 5, 3, 7, 7)),
+    (lambda: layer.AdaptiveAvgPool2d(1), (2, 5, 3, 7, 7)),
+    (lambda: layer.Linear(7, 3), (2, 5, 7)),
+    (lambda: layer.Flatten(), (2, 5, 3, 2, 2)),
+])
+def test_stateless_layers_apply_per_step(make, shape):
+    single = make()
+    multi = make()
+    multi.load_state_dict(single.state_dict())
+    multi.step_mode = "m"
+    x = rand_seq(*shape)
+    expected = torch.stack([single(x_t) for x_t in x])
+    torch.testing.assert_close(multi(x), expected, rtol=1e-6, atol=1e-6)
+    assert "step_mode=m" in repr(multi)
+
+
+def test_batchnorm_multi_step_normalises_over_time_and_batch():
+    bn = layer.BatchNorm2d(3, step_mode="m")
+    x = rand_seq(4, 2, 3, 5, 5) * 3 + 1
+    y = bn(x)
+    torch.testing.assert_close(y.mean(dim=(0, 1, 3, 4)), torch.zeros(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(y.var(dim=(0, 1, 3, 4), unbiased=False), torch.ones(3), atol=1e-3, rtol=0)
+
+
+def test_dropout_shares_one_mask_over_time_until_reset():
+    torch.manual_seed(0)
+    drop = layer.Dropout(0.4, step_mode="m")
+    x = torch.ones(6, 50, 8)
+    y = drop(x)
+    assert (y == y[0]).all(), "every time step must use the same mask"
+    assert y.unique().tolist() == [0.0, torch.tensor(1 / 0.6).item()]
+    assert (drop(x) == y).all(), "the mask persists across calls until reset"
+    drop.reset()
+    assert not (drop(x) == y).all()
+    drop.eval()
+    assert drop(x) is x
+    single = layer.Dropout(0.4)
+    first = single(torch.ones(50, 8))
+    assert (single(torch.ones(50, 8)) == first).all()
+
+
+def test_seq_to_ann_container():
+    inner = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3))
+    container = layer.SeqToANNContainer(*inner)
+    x = rand_seq(3, 4, 2, 6, 6)
+    expected = inner(x.flatten(0, 1)).reshape(3, 4, 3, 4, 4)
+    torch.testing.assert_close(container(x), expected)
+
+
+def test_csnn_trains():
+    """A small CSNN built only from fastspike modules learns a separable toy task."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        layer.Conv2d(1, 4, 3, padding=1, bias=False), layer.BatchNorm2d(4), neuron.IFNode(surrogate_function=surrogate.ATan()),
+        layer.MaxPool2d(2), layer.Flatten(), layer.Linear(4 * 4 * 4, 2), neuron.LIFNode(surrogate_function=surrogate.ATan()))
+    functional.set_step_mode(net, "m")
+    images = torch.rand(32, 1, 8, 8)
+    labels = (images[:, 0, :4].mean((1, 2)) > images[:, 0, 4:].mean((1, 2))).long()
+    opt = torch.optim.Adam(net.parameters(), lr=0.05)
+    losses = []
+    for _ in range(30):
+        rate = net(images.unsqueeze(0).repeat(4, 1, 1, 1, 1)).mean(0)
+        loss = nn.functional.mse_loss(rate, nn.functional.one_hot(labels, 2).float())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        functional.reset_net(net)
+        losses.append(loss.item())
+    assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:5]) / 5, losses
