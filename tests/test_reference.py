@@ -123,3 +123,14 @@ def test_no_grad_forward_keeps_nothing_for_backward():
     assert s.grad_fn is None and v.grad_fn is None
     s, v = functional.lif_multistep(x, backend="torch")
     assert s.grad_fn is not None and v.grad_fn is not None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_threshold_is_inclusive_to_the_last_ulp(dtype):
+    # s = (h - v_threshold >= 0): exactly at the threshold fires, one ulp below does not.
+    one = torch.tensor(1.0, dtype=dtype)
+    below, above = torch.nextafter(one, torch.tensor(0.0, dtype=dtype)), torch.nextafter(one, 2 * one)
+    x = torch.stack([one, below, above]).reshape(1, 3)
+    s, v = functional.if_multistep(x, backend="torch")
+    assert s.tolist() == [[1.0, 0.0, 1.0]]
+    assert v.tolist() == [0.0, below.item(), 0.0]
