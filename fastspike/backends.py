@@ -13,10 +13,9 @@ passes ``backend='cupy'`` runs unchanged.
 """
 from __future__ import annotations
 
-import functools
 import logging
 import os
-from typing import Callable, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
@@ -56,7 +55,9 @@ def _unavailable_reason(name: str, device_type: str) -> Optional[str]:
             "backend='torch' (or 'auto') until a release with the native backend is installed")
 
 
-@functools.lru_cache(maxsize=None)
+_RESOLVED: Dict[Tuple[str, str, Optional[str]], str] = {}
+
+
 def _resolve(backend: str, device_type: str, env: Optional[str]) -> str:
     name = canonical(backend)
     source = f"backend={backend!r}"
@@ -67,8 +68,10 @@ def _resolve(backend: str, device_type: str, env: Optional[str]) -> str:
         for candidate in _AUTO_ORDER.get(device_type, ("torch",)):
             reason = _unavailable_reason(candidate, device_type)
             if reason is None:
-                logger.info("fastspike: backend='auto' on %s uses %r%s", device_type, candidate,
-                            "".join(f"; {s}" for s in skipped))
+                # Logging inside a torch.compile trace would break the graph; the eager call logs.
+                if not torch.compiler.is_compiling():
+                    logger.info("fastspike: backend='auto' on %s uses %r%s", device_type, candidate,
+                                "".join(f"; {s}" for s in skipped))
                 return candidate
             skipped.append(f"{candidate} skipped: {reason}")
     reason = _unavailable_reason(name, device_type)
@@ -78,8 +81,15 @@ def _resolve(backend: str, device_type: str, env: Optional[str]) -> str:
 
 
 def resolve(backend: str, device: torch.device) -> str:
-    """The concrete backend that runs ``backend`` (a name, alias or 'auto') for tensors on ``device``."""
-    return _resolve(backend, device.type, os.environ.get(ENV_VAR) or None)
+    """The concrete backend that runs ``backend`` (a name, alias or 'auto') for tensors on ``device``.
+
+    Results are cached per (backend, device type, FASTSPIKE_BACKEND), which also makes 'auto' log once.
+    """
+    key = (backend, device.type, os.environ.get(ENV_VAR) or None)
+    name = _RESOLVED.get(key)
+    if name is None:
+        name = _RESOLVED[key] = _resolve(*key)
+    return name
 
 
 def multistep_impl(backend: str, device: torch.device) -> Callable:

@@ -117,7 +117,7 @@ def test_reset_net_set_step_mode_and_set_backend():
 
 
 def test_auto_backend_uses_torch_on_cpu_and_logs_once(caplog):
-    backends._resolve.cache_clear()
+    backends._RESOLVED.clear()
     with caplog.at_level(logging.INFO, logger="fastspike"):
         for _ in range(3):
             neuron.LIFNode(step_mode="m")(rand_seq(2, 3))
@@ -222,3 +222,19 @@ def test_csnn_trains():
         functional.reset_net(net)
         losses.append(loss.item())
     assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:5]) / 5, losses
+
+
+def test_torch_compile_fullgraph_matches_eager():
+    x = rand_seq(4, 8, 16, seed=3)
+    results = []
+    for compiled in (False, True):
+        node = neuron.LIFNode(step_mode="m", surrogate_function=surrogate.ATan())
+        run = torch.compile(node, fullgraph=True) if compiled else node
+        xg = x.clone().requires_grad_()
+        s = run(xg)
+        (s * x.sin()).sum().add(node.v.sum()).backward()
+        results.append((s, node.v, xg.grad))
+    (s_e, v_e, g_e), (s_c, v_c, g_c) = results
+    assert_bitwise_equal(s_c, s_e, "compiled spikes")
+    assert_bitwise_equal(v_c.detach(), v_e.detach(), "compiled v")
+    assert_grad_close(g_c, g_e, what="compiled grad x")

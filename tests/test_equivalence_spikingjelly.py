@@ -10,7 +10,7 @@ import torch
 from spikingjelly.activation_based import neuron as sj_neuron
 from spikingjelly.activation_based import surrogate as sj_surrogate
 
-from fastspike import neuron, surrogate
+from fastspike import functional, neuron, surrogate
 from helpers import assert_bitwise_equal, assert_grad_close, weights_like
 
 SHAPES = [(5, 3, 7), (3, 2, 3, 5)]
@@ -162,3 +162,25 @@ def test_nan_and_inf_propagate_like_spikingjelly(v_reset):
     assert_bitwise_equal(got, expected, "spikes with NaN/Inf")
     assert_bitwise_equal(fs.v, sj.v, "v with NaN/Inf")
     assert torch.isnan(fs.v[0, 0]) and got[:, 0, 0].sum() == 0, "a NaN input must never fire and stick in v"
+
+
+@pytest.mark.parametrize("kind,extra,v_reset,detach", CASES[1::4])
+def test_initial_state_gradient_matches_spikingjelly(kind, extra, v_reset, detach):
+    """An explicit initial membrane potential receives the same gradient (module state and functional op)."""
+    sj, fs = make_pair(kind, extra, v_reset, detach, "m", store_v_seq=False)
+    x = make_inputs(SHAPES[0], seed=21, calls=1)[0]
+    v0 = torch.rand(SHAPES[0][1:], generator=torch.Generator().manual_seed(4))
+    grads = []
+    for node in (sj, fs):
+        node.v = v0.clone().requires_grad_()
+        v_init = node.v
+        s = node(x)
+        (s * weights_like(s, 0)).sum().add((node.v * weights_like(node.v, 1)).sum()).backward()
+        grads.append(v_init.grad)
+    assert_grad_close(grads[1], grads[0], what="grad v_init")
+    if kind == "lif":
+        v_init = v0.clone().requires_grad_()
+        s, v = functional.lif_multistep(x, v_init, v_threshold=fs.v_threshold, v_reset=v_reset, detach_reset=detach,
+                                        surrogate_function=surrogate.ATan(), backend="torch", **extra)
+        (s * weights_like(s, 0)).sum().add((v * weights_like(v, 1)).sum()).backward()
+        assert_grad_close(v_init.grad, grads[0], what="functional grad v_init")
