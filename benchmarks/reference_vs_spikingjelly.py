@@ -1,0 +1,126 @@
+"""Time fastspike's reference backend against SpikingJelly 0.0.0.0.14's torch backend, side by side.
+
+One process, same inputs, CPU by default: a multi-step IF and LIF layer (tau 2, hard reset to 0, ATan
+surrogate), fp32, forward under no_grad and forward+backward, each the median of ``--repeats`` runs after
+warm-up; "copy" is ``x.clone()`` of the same input, the floor of a forward that reads x and writes spikes.
+Writes ``OUT.csv`` (one row per measurement, with machine, versions, commit and time) and ``OUT.md``.
+
+    python benchmarks/reference_vs_spikingjelly.py --out benchmarks/results/cpu_reference
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import platform
+import statistics
+import subprocess
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+import fastspike
+from fastspike import neuron, surrogate
+
+with warnings.catch_warnings():  # SpikingJelly 0.0.0.0.14 uses the deprecated torch.jit.script
+    warnings.simplefilter("ignore", FutureWarning)
+    import spikingjelly
+    from spikingjelly.activation_based import neuron as sj_neuron
+    from spikingjelly.activation_based import surrogate as sj_surrogate
+
+
+def median_ms(fn, repeats: int) -> float:
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def providers(kind: str):
+    if kind == "IF":
+        return {"fastspike torch": lambda: neuron.IFNode(surrogate_function=surrogate.ATan(), step_mode="m",
+                                                         backend="torch"),
+                "SpikingJelly 0.0.0.0.14 torch": lambda: sj_neuron.IFNode(
+                    surrogate_function=sj_surrogate.ATan(), step_mode="m", backend="torch")}
+    return {"fastspike torch": lambda: neuron.LIFNode(tau=2.0, surrogate_function=surrogate.ATan(), step_mode="m",
+                                                      backend="torch"),
+            "SpikingJelly 0.0.0.0.14 torch": lambda: sj_neuron.LIFNode(
+                tau=2.0, surrogate_function=sj_surrogate.ATan(), step_mode="m", backend="torch")}
+
+
+def measure(shape, kind, repeats):
+    x = torch.randn(shape) * 1.5 + 0.5
+    grad = torch.randn(shape)
+    rows = [("copy", "forward", median_ms(lambda: x.clone(), repeats))]
+    for name, make in providers(kind).items():
+        node = make()
+
+        def forward():
+            with torch.no_grad():
+                node(x)
+            node.reset()
+
+        def forward_backward():
+            xg = x.detach().requires_grad_()
+            node(xg).backward(grad)
+            node.reset()
+
+        rows.append((name, "forward", median_ms(forward, repeats)))
+        rows.append((name, "forward+backward", median_ms(forward_backward, repeats)))
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shape", default="8,32,64,16,16", help="time-major shape T,N,... (default 8,32,64,16,16)")
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--out", required=True, help="output path without extension")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    shape = tuple(int(s) for s in args.shape.split(","))
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    meta = {"machine": platform.processor() or platform.machine(), "threads": args.threads,
+            "torch": torch.__version__, "fastspike": fastspike.__version__,
+            "spikingjelly": getattr(spikingjelly, "__version__", "0.0.0.0.14"), "commit": commit,
+            "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    records = []
+    for kind in ("LIF", "IF"):
+        for provider, mode, ms in measure(shape, kind, args.repeats):
+            records.append({"neuron": kind, "shape": "x".join(map(str, shape)), "dtype": "fp32", "device": "cpu",
+                            "provider": provider, "mode": mode, "ms": round(ms, 4), **meta})
+            print(f"{kind:4s} {provider:32s} {mode:17s} {ms:9.3f} ms", flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.with_suffix(".csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(records[0]))
+        writer.writeheader()
+        writer.writerows(records)
+    with open(out.with_suffix(".md"), "w") as f:
+        f.write(f"# fastspike reference vs SpikingJelly, CPU, `{records[0]['shape']}` fp32\n\n")
+        f.write(f"{meta['machine']}, {args.threads} threads, torch {meta['torch']}, commit {commit}, "
+                f"{meta['time']}. Median of {args.repeats} runs, ms.\n\n")
+        f.write("| neuron | provider | forward (no_grad) | forward+backward | forward / copy |\n|---|---|---|---|---|\n")
+        for kind in ("LIF", "IF"):
+            rows = {(r["provider"], r["mode"]): r["ms"] for r in records if r["neuron"] == kind}
+            copy_ms = rows[("copy", "forward")]
+            f.write(f"| {kind} | copy | {copy_ms:.3f} | - | 1.00 |\n")
+            for provider in providers(kind):
+                fwd, fb = rows[(provider, "forward")], rows[(provider, "forward+backward")]
+                f.write(f"| {kind} | {provider} | {fwd:.3f} | {fb:.3f} | {fwd / copy_ms:.1f} |\n")
+        f.write(f"\nCommand: `python benchmarks/reference_vs_spikingjelly.py --shape {args.shape} "
+                f"--repeats {args.repeats} --threads {args.threads} --out {args.out}`\n")
+
+
+if __name__ == "__main__":
+    main()
