@@ -82,6 +82,20 @@ def make_spec(kind: str, *, v_threshold=1.0, v_reset=0.0, surrogate_function=Non
                       decay_input=_flag("decay_input", decay_input, owner))
 
 
+class StepModeMixin:
+    """A ``step_mode`` attribute ('s': one step ``[N, *]`` per call, 'm': ``[T, N, *]``), checked on assignment."""
+
+    @property
+    def step_mode(self) -> str:
+        return self._step_mode
+
+    @step_mode.setter
+    def step_mode(self, value: str):
+        if value not in ("s", "m"):
+            raise ValueError(f"{type(self).__name__}: step_mode must be 's' or 'm', got {value!r}")
+        self._step_mode = value
+
+
 def state_dtype(dtype: torch.dtype) -> torch.dtype:
     """Membrane state and arithmetic dtype: fp32 for fp16/bf16/fp32 inputs, fp64 for fp64."""
     return torch.promote_types(dtype, torch.float32)

@@ -14,27 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._spec import StepModeMixin
 from .functional import seq_to_ann_forward
 
 __all__ = ["Conv2d", "BatchNorm2d", "Linear", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Flatten",
            "Dropout", "SeqToANNContainer"]
 
 
-class _StepMode:
-    """``step_mode`` attribute, validated on assignment."""
-
-    @property
-    def step_mode(self) -> str:
-        return self._step_mode
-
-    @step_mode.setter
-    def step_mode(self, value: str):
-        if value not in ("s", "m"):
-            raise ValueError(f"{type(self).__name__}: step_mode must be 's' or 'm', got {value!r}")
-        self._step_mode = value
-
-
-class _SeqToANN(_StepMode):
+class _SeqToANN(StepModeMixin):
     """Mixin for stateless ``torch.nn`` layers: multi-step mode merges T into the batch.
 
     ``_m_ndim`` is the rank a multi-step input must have (None: any rank >= 2); checking it matters because
@@ -106,7 +93,7 @@ class SeqToANNContainer(nn.Sequential):
         return seq_to_ann_forward(x_seq, super().forward)
 
 
-class Dropout(_StepMode, nn.Module):
+class Dropout(StepModeMixin, nn.Module):
     """Dropout whose mask is drawn once and reused at every time step until :meth:`reset`.
 
     Kept elements are scaled by ``1 / (1 - p)`` as in ``nn.Dropout``; identity in eval mode or when p = 0.

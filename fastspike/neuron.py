@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from . import backends
-from ._spec import make_spec
+from ._spec import StepModeMixin, make_spec
 from .functional import neuron_multistep
 from .surrogate import Sigmoid, SurrogateFunctionBase
 
@@ -34,7 +34,7 @@ _HYPERPARAMETERS = frozenset(
     {"v_threshold", "v_reset", "surrogate_function", "detach_reset", "tau", "decay_input"})
 
 
-class BaseNode(nn.Module):
+class BaseNode(StepModeMixin, nn.Module):
     """Shared state handling of IF/LIF/PLIF; subclasses set ``_kind`` and add their hyperparameters.
 
     Args:
@@ -80,16 +80,6 @@ class BaseNode(nn.Module):
     @property
     def _v_rest(self) -> float:
         return 0.0 if self.v_reset is None else float(self.v_reset)
-
-    @property
-    def step_mode(self) -> str:
-        return self._step_mode
-
-    @step_mode.setter
-    def step_mode(self, value: str):
-        if value not in ("s", "m"):
-            raise ValueError(f"{type(self).__name__}: step_mode must be 's' or 'm', got {value!r}")
-        self._step_mode = value
 
     @property
     def backend(self) -> str:
