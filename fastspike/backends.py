@@ -1,15 +1,16 @@
 """Backend choice: the one place that decides which implementation runs a neuron op.
 
 Names: ``'auto'`` | ``'torch'`` (pure-torch reference, always available) | ``'triton'`` | ``'native'``
-(the compiled extension); ``'cupy'`` and ``'cuda'`` are aliases of ``'native'`` so SpikingJelly code that
-passes ``backend='cupy'`` runs unchanged.
+(the compiled extension); ``'cupy'`` and ``'cuda'`` are SpikingJelly's names, aliases of ``'native'``.
 
 - ``'auto'`` takes the first available backend for the tensor's device (CUDA: native, triton, torch;
-  CPU: native, torch) and logs its choice once per device type on the ``fastspike`` logger.
-- The environment variable ``FASTSPIKE_BACKEND`` (any name above) replaces ``'auto'``; it counts as an
-  explicit request.
-- An explicit request that cannot be met raises :class:`BackendUnavailableError` saying what is missing.
-- An unknown name raises ``ValueError``.
+  CPU: native, torch) and logs its choice once on the ``fastspike`` logger.
+- ``'cupy'``/``'cuda'`` mean native where it is available and otherwise what ``'auto'`` picks (logged once
+  with the reason), so SpikingJelly code that passes ``backend='cupy'`` runs unchanged.
+- The environment variable ``FASTSPIKE_BACKEND`` (any name above) replaces ``'auto'``; an explicit name
+  there counts as an explicit request.
+- An explicit ``'torch'``, ``'triton'`` or ``'native'`` that cannot be met raises
+  :class:`BackendUnavailableError` saying what is missing; an unknown name raises ``ValueError``.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ BACKENDS = ("torch", "triton", "native")
 ALIASES = {"cupy": "native", "cuda": "native"}
 _AUTO_ORDER = {"cuda": ("native", "triton", "torch"), "cpu": ("native", "torch")}
 ENV_VAR = "FASTSPIKE_BACKEND"
+NAMES = ("auto",) + BACKENDS + tuple(ALIASES)
 
 
 class BackendUnavailableError(RuntimeError):
@@ -62,15 +64,21 @@ def _resolve(backend: str, device_type: str, env: Optional[str]) -> str:
     name = canonical(backend)
     source = f"backend={backend!r}"
     if name == "auto" and env:
-        name, source = canonical(env), f"{ENV_VAR}={env!r}"
+        backend, name, source = env, canonical(env), f"{ENV_VAR}={env!r}"
+    skipped = []
+    if backend in ALIASES:
+        reason = _unavailable_reason(name, device_type)
+        if reason is None:
+            return name
+        name = "auto"
+        skipped.append(f"{source} means native, which is unavailable: {reason}")
     if name == "auto":
-        skipped = []
         for candidate in _AUTO_ORDER.get(device_type, ("torch",)):
             reason = _unavailable_reason(candidate, device_type)
             if reason is None:
                 # Logging inside a torch.compile trace would break the graph; the eager call logs.
                 if not torch.compiler.is_compiling():
-                    logger.info("fastspike: backend='auto' on %s uses %r%s", device_type, candidate,
+                    logger.info("fastspike: %s on %s uses %r%s", source, device_type, candidate,
                                 "".join(f"; {s}" for s in skipped))
                 return candidate
             skipped.append(f"{candidate} skipped: {reason}")

@@ -72,6 +72,21 @@ def _step_time(net, images, labels, T, device, repeats=5):
     return sorted(times)[len(times) // 2]
 
 
+def _neuron_trace(net: nn.Sequential, x: torch.Tensor):
+    """Every neuron layer's spikes and final v, and the parameter gradients, of one forward+backward."""
+    nodes = [m for m in net if hasattr(m, "v_threshold")]
+    spikes = []
+    hooks = [m.register_forward_hook(lambda _m, _inp, out: spikes.append(out.detach())) for m in nodes]
+    net(x).sum().backward()
+    for h in hooks:
+        h.remove()
+    vs = [m.v.detach() for m in nodes]
+    grads = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad(set_to_none=True)
+    functional.reset_net(net)
+    return spikes, vs, grads
+
+
 def _compare_with_spikingjelly(args, device, images, labels):
     try:
         with warnings.catch_warnings():  # SpikingJelly 0.0.0.0.14 uses the deprecated torch.jit.script
@@ -86,18 +101,20 @@ def _compare_with_spikingjelly(args, device, images, labels):
     functional.set_step_mode(sj_net, "m")
     fs_net = from_spikingjelly(copy.deepcopy(sj_net), backend=args.backend)
     x = images[: args.batch_size].unsqueeze(0).expand(args.T, -1, -1, -1, -1)
-    with torch.no_grad():
-        same = torch.equal(sj_net(x), fs_net(x))
-    functional.reset_net(sj_net)
-    functional.reset_net(fs_net)
-    print(f"SpikingJelly CSNN converted with from_spikingjelly: outputs bit-identical: {same}")
+    (sj_s, sj_v, sj_g), (fs_s, fs_v, fs_g) = _neuron_trace(sj_net, x), _neuron_trace(fs_net, x)
+    same = all(torch.equal(a, b) for a, b in zip(sj_s + sj_v, fs_s + fs_v))
+    n_spikes = int(sum(s.sum().item() for s in sj_s))
+    grad_err = max(((a - b).abs().max() / b.abs().max()).item() for a, b in zip(fs_g, sj_g))
+    print(f"SpikingJelly CSNN converted with from_spikingjelly: spikes and v of all {len(sj_s)} neuron layers "
+          f"({n_spikes} spikes) bit-identical: {same}; parameter gradients differ by at most "
+          f"{grad_err:.1e} of their scale")
+    if not same or n_spikes == 0 or not grad_err <= 1e-5:
+        raise SystemExit("fastspike and SpikingJelly disagree (or nothing fired): see the line above")
     batch = images[: args.batch_size], labels[: args.batch_size]
     t_sj = _step_time(sj_net, *batch, args.T, device)
     t_fs = _step_time(fs_net, *batch, args.T, device)
     print(f"training step (B={args.batch_size}, T={args.T}, C={args.channels}) on {device}: "
           f"SpikingJelly torch {t_sj * 1e3:.1f} ms, fastspike {t_fs * 1e3:.1f} ms")
-    if not same:
-        raise SystemExit("fastspike and SpikingJelly outputs differ")
 
 
 def demo(args) -> None:

@@ -24,22 +24,22 @@ __all__ = ["Conv2d", "BatchNorm2d", "Linear", "MaxPool2d", "AvgPool2d", "Adaptiv
 class _SeqToANN(StepModeMixin):
     """Mixin for stateless ``torch.nn`` layers: multi-step mode merges T into the batch.
 
-    ``_m_ndim`` is the rank a multi-step input must have (None: any rank >= 2); checking it matters because
-    several torch layers also accept unbatched inputs and would silently misread a missing T axis.
+    ``_m_ndim`` is the rank a multi-step input must have (``_m_min_ndim`` the least rank where several are
+    valid); checking it matters because several torch layers also accept unbatched inputs and would
+    silently misread a missing T axis. Subclasses spell out SpikingJelly's signatures, so ``step_mode`` can
+    also be passed by position.
     """
 
     _m_ndim: Optional[int] = None
-
-    def __init__(self, *args, step_mode: str = "s", **kwargs):
-        super().__init__(*args, **kwargs)
-        self.step_mode = step_mode
+    _m_min_ndim = 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._step_mode == "s":
             return super().forward(x)
-        if self._m_ndim is not None and x.dim() != self._m_ndim:
-            raise ValueError(f"{type(self).__name__}: multi-step input must have {self._m_ndim} dims "
-                             f"[T, N, ...], got shape {tuple(x.shape)}")
+        if (self._m_ndim is not None and x.dim() != self._m_ndim) or x.dim() < self._m_min_ndim:
+            want = self._m_ndim if self._m_ndim is not None else f"at least {self._m_min_ndim}"
+            raise ValueError(f"{type(self).__name__}: multi-step input must have {want} dims [T, N, ...], "
+                             f"got shape {tuple(x.shape)}")
         return seq_to_ann_forward(x, super().forward)
 
     def extra_repr(self) -> str:
@@ -51,17 +51,32 @@ class Conv2d(_SeqToANN, nn.Conv2d):
 
     _m_ndim = 5
 
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 bias=True, padding_mode="zeros", step_mode="s"):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                         padding_mode)
+        self.step_mode = step_mode
+
 
 class BatchNorm2d(_SeqToANN, nn.BatchNorm2d):
     """``nn.BatchNorm2d``; multi-step input ``[T, N, C, H, W]``, statistics over T, N, H, W."""
 
     _m_ndim = 5
 
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
+                 step_mode="s"):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats)
+        self.step_mode = step_mode
+
 
 class Linear(_SeqToANN, nn.Linear):
-    """``nn.Linear``; multi-step input ``[T, N, in_features]``."""
+    """``nn.Linear``; multi-step input ``[T, N, ..., in_features]`` (3 or more dims)."""
 
-    _m_ndim = 3
+    _m_min_ndim = 3
+
+    def __init__(self, in_features, out_features, bias=True, step_mode="s"):
+        super().__init__(in_features, out_features, bias)
+        self.step_mode = step_mode
 
 
 class MaxPool2d(_SeqToANN, nn.MaxPool2d):
@@ -69,11 +84,21 @@ class MaxPool2d(_SeqToANN, nn.MaxPool2d):
 
     _m_ndim = 5
 
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False,
+                 step_mode="s"):
+        super().__init__(kernel_size, stride, padding, dilation, return_indices, ceil_mode)
+        self.step_mode = step_mode
+
 
 class AvgPool2d(_SeqToANN, nn.AvgPool2d):
     """``nn.AvgPool2d``; multi-step input ``[T, N, C, H, W]``."""
 
     _m_ndim = 5
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+                 divisor_override=None, step_mode="s"):
+        super().__init__(kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+        self.step_mode = step_mode
 
 
 class AdaptiveAvgPool2d(_SeqToANN, nn.AdaptiveAvgPool2d):
@@ -81,9 +106,17 @@ class AdaptiveAvgPool2d(_SeqToANN, nn.AdaptiveAvgPool2d):
 
     _m_ndim = 5
 
+    def __init__(self, output_size, step_mode="s"):
+        super().__init__(output_size)
+        self.step_mode = step_mode
+
 
 class Flatten(_SeqToANN, nn.Flatten):
     """``nn.Flatten(start_dim=1, end_dim=-1)`` of each step: ``[T, N, *]`` -> ``[T, N, prod(*)]``."""
+
+    def __init__(self, start_dim=1, end_dim=-1, step_mode="s"):
+        super().__init__(start_dim, end_dim)
+        self.step_mode = step_mode
 
 
 class SeqToANNContainer(nn.Sequential):

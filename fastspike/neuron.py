@@ -23,7 +23,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from . import backends
+from . import backends, reference
 from ._spec import StepModeMixin, make_spec
 from .functional import neuron_multistep
 from .surrogate import Sigmoid, SurrogateFunctionBase
@@ -32,10 +32,17 @@ __all__ = ["BaseNode", "IFNode", "LIFNode", "ParametricLIFNode"]
 
 _HYPERPARAMETERS = frozenset(
     {"v_threshold", "v_reset", "surrogate_function", "detach_reset", "tau", "decay_input"})
+# SpikingJelly's per-step hooks. A subclass outside this module that overrides one of them must have it run.
+_STEP_HOOKS = ("neuronal_charge", "neuronal_fire", "neuronal_reset", "single_step_forward")
 
 
 class BaseNode(StepModeMixin, nn.Module):
     """Shared state handling of IF/LIF/PLIF; subclasses set ``_kind`` and add their hyperparameters.
+
+    Custom neurons subclass this (or IF/LIF/PLIF) as in SpikingJelly, overriding ``neuronal_charge(x)``
+    (which updates ``self.v``), ``neuronal_fire()``, ``neuronal_reset(spike)`` or ``single_step_forward``.
+    Such a subclass runs SpikingJelly's per-step loop with its hooks and autograd (backend 'torch'); one
+    that overrides none of them runs the fused op of its parent.
 
     Args:
         v_threshold: firing threshold (default 1.0).
@@ -50,6 +57,12 @@ class BaseNode(StepModeMixin, nn.Module):
 
     _kind = ""
     _extra_hyperparameters: tuple = ()
+    _fused = True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.__module__ != __name__ and any(hook in cls.__dict__ for hook in _STEP_HOOKS):
+            cls._fused = False
 
     def __init__(self, v_threshold: float = 1.0, v_reset: Optional[float] = 0.0,
                  surrogate_function: Optional[SurrogateFunctionBase] = None, detach_reset: bool = False,
@@ -66,11 +79,17 @@ class BaseNode(StepModeMixin, nn.Module):
             raise TypeError(f"{type(self).__name__}: unexpected arguments {sorted(extra)}")
         self.step_mode = step_mode
         self.backend = backend
+        if not isinstance(store_v_seq, bool):
+            raise TypeError(f"{type(self).__name__}: store_v_seq must be True or False, got {store_v_seq!r}")
         self.store_v_seq = store_v_seq
         self.v_seq = None
         self.v = self._v_rest
-        # Build the spec now so a bad hyperparameter fails at construction, not at the first forward.
-        self.spec
+        if self._fused:
+            if not self._kind:
+                raise TypeError(f"{type(self).__name__}: a subclass of BaseNode must implement "
+                                f"neuronal_charge(x), or derive from IFNode, LIFNode or ParametricLIFNode")
+            # Build the spec now so a bad hyperparameter fails at construction, not at the first forward.
+            self.spec
 
     def __setattr__(self, name, value):
         if name in _HYPERPARAMETERS:
@@ -88,6 +107,9 @@ class BaseNode(StepModeMixin, nn.Module):
     @backend.setter
     def backend(self, value: str):
         backends.canonical(value)
+        if not self._fused and value in ("triton", "native"):
+            raise ValueError(f"{type(self).__name__} overrides SpikingJelly's per-step hooks and runs on "
+                             f"backend 'torch' only, got {value!r}")
         self._backend = value
 
     @property
@@ -103,6 +125,32 @@ class BaseNode(StepModeMixin, nn.Module):
     def _plif_weight(self) -> Optional[torch.Tensor]:
         return None
 
+    @property
+    def supported_backends(self) -> tuple:
+        """Backend names this neuron accepts (custom per-step subclasses run on 'torch' only)."""
+        return backends.NAMES if self._fused else ("auto", "torch") + tuple(backends.ALIASES)
+
+    def v_float_to_tensor(self, x: torch.Tensor) -> None:
+        """Turn a float state into a tensor shaped like ``x`` (SpikingJelly's hook, used by the per-step loop)."""
+        if not isinstance(self.v, torch.Tensor):
+            self.v = torch.full_like(x.data, self.v)
+
+    def neuronal_charge(self, x: torch.Tensor) -> None:
+        """``self.v = h``: one charge step (equations in :mod:`fastspike.reference`)."""
+        if not self._kind:
+            raise NotImplementedError(f"{type(self).__name__} must implement neuronal_charge(x)")
+        w = self._plif_weight()
+        self.v = reference.charge(self.spec, self.v, x, None if w is None else w.sigmoid())
+
+    def neuronal_fire(self) -> torch.Tensor:
+        """Spikes ``surrogate_function(v - v_threshold)``."""
+        return self.surrogate_function(self.v - self.v_threshold)
+
+    def neuronal_reset(self, spike: torch.Tensor) -> None:
+        """Hard or soft reset of ``self.v`` after ``spike`` (detached first when ``detach_reset``)."""
+        spike = spike.detach() if self.detach_reset else spike
+        self.v = reference.reset(self.v, spike, self.v_threshold, self.v_reset)
+
     def _run(self, x_seq: torch.Tensor, store_v_seq: bool, x_name: str):
         return neuron_multistep(self.spec, x_seq, self.v, self._plif_weight(), self._backend, store_v_seq,
                                 owner=type(self).__name__, x_name=x_name, v_name="stored state v")
@@ -113,11 +161,25 @@ class BaseNode(StepModeMixin, nn.Module):
             raise TypeError(f"{type(self).__name__}: x must be a torch.Tensor, got {type(x).__name__}")
         if x.dim() < 1:
             raise ValueError(f"{type(self).__name__}: single-step input x must be [N, *], got a scalar")
+        if not self._fused:
+            self.v_float_to_tensor(x)
+            self.neuronal_charge(x)
+            spike = self.neuronal_fire()
+            self.neuronal_reset(spike)
+            return spike
         spike_seq, self.v = self._run(x.unsqueeze(0), False, "x")
         return spike_seq[0]
 
     def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         """T steps: ``x_seq [T, N, *]`` -> spikes ``[T, N, *]``; updates ``self.v`` (and ``self.v_seq``)."""
+        if not self._fused:
+            spikes, v_seq = [], []
+            for x in x_seq:
+                spikes.append(self.single_step_forward(x))
+                v_seq.append(self.v)
+            if self.store_v_seq:
+                self.v_seq = torch.stack(v_seq)
+            return torch.stack(spikes)
         if self.store_v_seq:
             spike_seq, self.v, self.v_seq = self._run(x_seq, True, "x_seq")
         else:

@@ -20,7 +20,11 @@ surrogate derivative ``g' = surrogate.derivative(h - v_threshold)`` standing in 
 (hard) or ``1 - v_threshold * g'`` (soft), without the ``g'`` term when ``detach_reset``.
 
 fp16/bf16 inputs are computed in fp32 (state, arithmetic, v outputs); spikes come back in the input dtype.
-fp64 inputs are computed in fp64.
+fp64 inputs, or a fp64 initial state, are computed in fp64.
+
+The backward is first-order only (``once_differentiable``): a double backward (``create_graph=True`` followed
+by another backward through the neuron) raises an error instead of silently dropping the surrogate's
+dependence on its input.
 """
 from __future__ import annotations
 
@@ -32,7 +36,8 @@ from ._spec import NeuronSpec, state_dtype
 from .surrogate import heaviside
 
 
-def _charge(spec: NeuronSpec, v: torch.Tensor, x: torch.Tensor, k: Optional[torch.Tensor]) -> torch.Tensor:
+def charge(spec: NeuronSpec, v: torch.Tensor, x: torch.Tensor, k: Optional[torch.Tensor]) -> torch.Tensor:
+    """One charge step ``h = f(v, x)`` of the table above (``k`` = sigmoid(w) for PLIF, else unused)."""
     if spec.kind == "if":
         return v + x
     # LIF divides by tau (true division, as SpikingJelly does); PLIF multiplies by the tensor sigmoid(w).
@@ -54,10 +59,11 @@ def _charge(spec: NeuronSpec, v: torch.Tensor, x: torch.Tensor, k: Optional[torc
     return v - (v - spec.v_reset) * k + x
 
 
-def _reset(spec: NeuronSpec, h: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    if spec.hard_reset:
-        return (1.0 - s) * h + s * spec.v_reset
-    return h - s * spec.v_threshold
+def reset(h: torch.Tensor, s: torch.Tensor, v_threshold: float, v_reset: Optional[float]) -> torch.Tensor:
+    """Hard reset ``(1 - s) * h + s * v_reset``, or soft reset ``h - s * v_threshold`` when v_reset is None."""
+    if v_reset is not None:
+        return (1.0 - s) * h + s * v_reset
+    return h - s * v_threshold
 
 
 def _charge_partials(spec: NeuronSpec, k):
@@ -72,6 +78,8 @@ def _forward(spec: NeuronSpec, x_seq, v_init, w, store_v_seq: bool, keep_h: bool
     """The time loop. Returns spikes, v_last, v_seq (or None), and for backward h_seq (or None), v at t=0, k."""
     sdt = state_dtype(x_seq.dtype)
     if isinstance(v_init, torch.Tensor):
+        # A wider stored state (e.g. after module.double() mid-sequence) widens the computation, never narrows.
+        sdt = torch.promote_types(sdt, v_init.dtype)
         v = v_init.to(sdt)
     else:
         v = torch.full(x_seq.shape[1:], float(v_init), dtype=sdt, device=x_seq.device)
@@ -81,9 +89,9 @@ def _forward(spec: NeuronSpec, x_seq, v_init, w, store_v_seq: bool, keep_h: bool
     h_seq = x_seq.new_empty(x_seq.shape, dtype=sdt) if keep_h else None
     v_seq = x_seq.new_empty(x_seq.shape, dtype=sdt) if store_v_seq else None
     for t in range(x_seq.shape[0]):
-        h = _charge(spec, v, x_seq[t].to(sdt), k)
+        h = charge(spec, v, x_seq[t].to(sdt), k)
         s = heaviside(h - spec.v_threshold)
-        v = _reset(spec, h, s)
+        v = reset(h, s, spec.v_threshold, spec.v_reset)
         spike_seq[t] = s
         if keep_h:
             h_seq[t] = h
@@ -106,6 +114,7 @@ class _MultiStep(torch.autograd.Function):
         return spike_seq, v, v_seq
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_spike_seq, grad_v_last, grad_v_seq):
         spec: NeuronSpec = ctx.spec
         h_seq = ctx.saved_tensors[0]
@@ -136,7 +145,7 @@ class _MultiStep(torch.autograd.Function):
             if plif:
                 if t > 0:
                     h_prev = h_seq[t - 1]
-                    v_prev = _reset(spec, h_prev, heaviside(h_prev - spec.v_threshold))
+                    v_prev = reset(h_prev, heaviside(h_prev - spec.v_threshold), spec.v_threshold, spec.v_reset)
                 else:
                     v_prev = v0
                 v_rel = v_prev if spec.reset_is_zero else v_prev - spec.v_reset

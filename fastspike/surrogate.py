@@ -3,8 +3,9 @@
 Calling a surrogate ``sg(x)`` returns ``(x >= 0)`` in ``x``'s dtype; its backward multiplies the incoming
 gradient by ``sg.derivative(x)``. Neurons call it on ``h - v_threshold``.
 
-The derivatives follow SpikingJelly's ``activation_based.surrogate`` (same defaults, same formulas) and, for
-:class:`FastSigmoid`, snnTorch's ``surrogate.fast_sigmoid``:
+The derivatives follow SpikingJelly's ``activation_based.surrogate`` (same defaults, same formulas; 0.0.0.0.14
+for all but :class:`SuperSpike`, which only SpikingJelly 2.0 has) and, for :class:`FastSigmoid`, snnTorch's
+``surrogate.fast_sigmoid``:
 
 ============================  =========  ==================================================
 class                         default    derivative ``g'(x)``
@@ -56,13 +57,18 @@ class _SurrogateSpike(torch.autograd.Function):
 class SurrogateFunctionBase(nn.Module):
     """Base class: subclasses set :attr:`name` and implement :meth:`derivative`.
 
-    ``alpha`` must be a finite positive number (it sets the width of the surrogate window).
+    ``alpha`` must be a finite positive number (it sets the width of the surrogate window). ``spiking`` is
+    accepted for SpikingJelly compatibility; only ``True`` (the Heaviside forward) is supported.
     """
 
     name: str = ""
 
-    def __init__(self, alpha: float):
+    def __init__(self, alpha: float, spiking: bool = True):
         super().__init__()
+        if spiking is not True:
+            raise ValueError(f"{type(self).__name__}: only spiking=True is supported (the Heaviside forward); "
+                             f"got spiking={spiking!r}")
+        self.spiking = True
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
             raise TypeError(f"{type(self).__name__}: alpha must be a number, got {type(alpha).__name__}")
         if not (math.isfinite(alpha) and alpha > 0):
@@ -88,8 +94,8 @@ class SurrogateFunctionBase(nn.Module):
 class Sigmoid(SurrogateFunctionBase):
     name = "sigmoid"
 
-    def __init__(self, alpha: float = 4.0):
-        super().__init__(alpha)
+    def __init__(self, alpha: float = 4.0, spiking: bool = True):
+        super().__init__(alpha, spiking)
 
     def derivative(self, x):
         s = (x * self.alpha).sigmoid()
@@ -99,8 +105,8 @@ class Sigmoid(SurrogateFunctionBase):
 class ATan(SurrogateFunctionBase):
     name = "atan"
 
-    def __init__(self, alpha: float = 2.0):
-        super().__init__(alpha)
+    def __init__(self, alpha: float = 2.0, spiking: bool = True):
+        super().__init__(alpha, spiking)
 
     def derivative(self, x):
         return self.alpha / 2 / (1 + (math.pi / 2 * self.alpha * x).square())
@@ -109,8 +115,8 @@ class ATan(SurrogateFunctionBase):
 class PiecewiseQuadratic(SurrogateFunctionBase):
     name = "piecewise_quadratic"
 
-    def __init__(self, alpha: float = 1.0):
-        super().__init__(alpha)
+    def __init__(self, alpha: float = 1.0, spiking: bool = True):
+        super().__init__(alpha, spiking)
 
     def derivative(self, x):
         x_abs = x.abs()
@@ -120,8 +126,8 @@ class PiecewiseQuadratic(SurrogateFunctionBase):
 class PiecewiseExp(SurrogateFunctionBase):
     name = "piecewise_exp"
 
-    def __init__(self, alpha: float = 1.0):
-        super().__init__(alpha)
+    def __init__(self, alpha: float = 1.0, spiking: bool = True):
+        super().__init__(alpha, spiking)
 
     def derivative(self, x):
         return self.alpha / 2 * (-self.alpha * x.abs()).exp()
@@ -130,8 +136,8 @@ class PiecewiseExp(SurrogateFunctionBase):
 class SoftSign(SurrogateFunctionBase):
     name = "soft_sign"
 
-    def __init__(self, alpha: float = 2.0):
-        super().__init__(alpha)
+    def __init__(self, alpha: float = 2.0, spiking: bool = True):
+        super().__init__(alpha, spiking)
 
     def derivative(self, x):
         return 1 / (2 * self.alpha * (1 / self.alpha + x.abs()).square())
@@ -140,8 +146,8 @@ class SoftSign(SurrogateFunctionBase):
 class SuperSpike(SurrogateFunctionBase):
     name = "super_spike"
 
-    def __init__(self, alpha: float = 1.0):
-        super().__init__(alpha)
+    def __init__(self, alpha: float = 1.0, spiking: bool = True):
+        super().__init__(alpha, spiking)
 
     def derivative(self, x):
         return self.alpha / (x.abs() + 1.0).square()
@@ -150,8 +156,8 @@ class SuperSpike(SurrogateFunctionBase):
 class Erf(SurrogateFunctionBase):
     name = "erf"
 
-    def __init__(self, alpha: float = 2.0):
-        super().__init__(alpha)
+    def __init__(self, alpha: float = 2.0, spiking: bool = True):
+        super().__init__(alpha, spiking)
 
     def derivative(self, x):
         return (-(x * self.alpha).square()).exp() * (self.alpha / math.sqrt(math.pi))
@@ -162,8 +168,8 @@ class FastSigmoid(SurrogateFunctionBase):
 
     name = "fast_sigmoid"
 
-    def __init__(self, slope: float = 25.0):
-        super().__init__(slope)
+    def __init__(self, slope: float = 25.0, spiking: bool = True):
+        super().__init__(slope, spiking)
 
     @property
     def slope(self) -> float:

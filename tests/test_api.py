@@ -126,7 +126,7 @@ def test_auto_backend_uses_torch_on_cpu_and_logs_once(caplog):
     assert backends.resolve("auto", torch.device("cpu")) == "torch"
 
 
-@pytest.mark.parametrize("name", ["triton", "native", "cuda", "cupy"])
+@pytest.mark.parametrize("name", ["triton", "native"])
 def test_explicit_unavailable_backend_raises_with_a_remedy(name):
     node = neuron.LIFNode(step_mode="m", backend=name)
     with pytest.raises(fastspike.BackendUnavailableError, match="backend='torch'"):
@@ -148,6 +148,39 @@ def test_backend_environment_variable_overrides_auto(monkeypatch):
 def test_aliases_map_to_native():
     assert backends.canonical("cupy") == backends.canonical("cuda") == "native"
     assert backends.canonical("auto") == "auto"
+
+
+@pytest.mark.parametrize("alias", ["cupy", "cuda"])
+def test_spikingjelly_backend_names_fall_back_and_say_why(alias, caplog):
+    """SpikingJelly code passing backend='cupy' runs unchanged: native if available, else auto's choice."""
+    backends._RESOLVED.clear()
+    node = neuron.LIFNode(step_mode="m", backend=alias)
+    reference = neuron.LIFNode(step_mode="m", backend="torch")
+    x = rand_seq(3, 4, 5)
+    with caplog.at_level(logging.INFO, logger="fastspike"):
+        assert_bitwise_equal(node(x), reference(x), "spikes")
+        node(x)
+    messages = [r.getMessage() for r in caplog.records if r.name == "fastspike"]
+    assert len(messages) == 1 and f"backend={alias!r}" in messages[0] and "native" in messages[0], messages
+
+
+def test_custom_neurons_reject_compiled_backends_and_base_node_is_abstract():
+    Custom = type("Custom", (neuron.IFNode,), {"neuronal_fire": lambda self: (self.v >= 0.5).float()})
+    assert Custom(backend="cupy").supported_backends == ("auto", "torch", "cupy", "cuda")
+    with pytest.raises(ValueError, match="backend 'torch' only"):
+        Custom(backend="triton")
+    with pytest.raises(TypeError, match="must implement neuronal_charge"):
+        neuron.BaseNode()
+    assert "triton" in neuron.LIFNode().supported_backends
+
+
+def test_double_backward_raises_instead_of_a_wrong_result():
+    w = torch.randn(5, 5, requires_grad=True)
+    x = torch.randn(3, 4, 5)
+    s, _ = functional.lif_multistep(x @ w, surrogate_function=surrogate.Sigmoid(), backend="torch")
+    (g,) = torch.autograd.grad((s ** 2).sum(), w, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|differentiate"):
+        g.square().sum().backward()
 
 
 @pytest.mark.parametrize("make,shape", [
@@ -194,6 +227,23 @@ def test_dropout_shares_one_mask_over_time_until_reset():
     assert (single(torch.ones(50, 8)) == first).all()
 
 
+def test_step_mode_by_position_and_linear_over_extra_dims():
+    lin = layer.Linear(7, 3, True, "m")
+    conv = layer.Conv2d(3, 4, 3, 1, 1, 1, 1, False, "zeros", "m")
+    assert lin.step_mode == conv.step_mode == "m" and conv.bias is None
+    x = rand_seq(2, 5, 6, 7)  # [T, B, tokens, features]
+    torch.testing.assert_close(lin(x), torch.nn.functional.linear(x, lin.weight, lin.bias))
+
+
+def test_functional_forward_helpers_take_module_lists():
+    mods = [nn.Linear(4, 3), nn.ReLU()]
+    x = rand_seq(3, 2, 4)
+    expected = torch.relu(mods[0](x))
+    for arg in (mods, tuple(mods), nn.Sequential(*mods)):
+        torch.testing.assert_close(functional.seq_to_ann_forward(x, arg), expected)
+        torch.testing.assert_close(functional.multi_step_forward(x, arg), expected)
+
+
 def test_seq_to_ann_container():
     inner = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3))
     container = layer.SeqToANNContainer(*inner)
@@ -224,11 +274,12 @@ def test_csnn_trains():
     assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:5]) / 5, losses
 
 
-def test_torch_compile_fullgraph_matches_eager():
+@pytest.mark.parametrize("make", NODES[1:])
+def test_torch_compile_fullgraph_matches_eager(make):
     x = rand_seq(4, 8, 16, seed=3)
     results = []
     for compiled in (False, True):
-        node = neuron.LIFNode(step_mode="m", surrogate_function=surrogate.ATan())
+        node = make(step_mode="m", surrogate_function=surrogate.ATan())
         run = torch.compile(node, fullgraph=True) if compiled else node
         xg = x.clone().requires_grad_()
         s = run(xg)

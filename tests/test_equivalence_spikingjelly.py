@@ -184,3 +184,86 @@ def test_initial_state_gradient_matches_spikingjelly(kind, extra, v_reset, detac
                                         surrogate_function=surrogate.ATan(), backend="torch", **extra)
         (s * weights_like(s, 0)).sum().add((v * weights_like(v, 1)).sum()).backward()
         assert_grad_close(v_init.grad, grads[0], what="functional grad v_init")
+
+
+@pytest.mark.parametrize("kind,extra", [("if", {}), ("lif", {"tau": 1.7, "decay_input": False}),
+                                        ("plif", {"init_tau": 10.0, "decay_input": False})])
+@pytest.mark.parametrize("v_threshold,v_reset", [(0.5, 0.4), (-0.2, -1.0), (2.3, None)])
+@pytest.mark.parametrize("layout", ["transposed", "channels_last"])
+def test_more_constants_and_non_contiguous_inputs(kind, extra, v_threshold, v_reset, layout):
+    common = dict(v_threshold=v_threshold, v_reset=v_reset, step_mode="m", store_v_seq=True)
+    cls = _CLASSES[kind][0]
+    sj = getattr(sj_neuron, cls)(surrogate_function=sj_surrogate.Sigmoid(), **common, **extra)
+    fs = getattr(neuron, cls)(surrogate_function=surrogate.Sigmoid(), backend="torch", **common, **extra)
+    base = make_inputs((3, 2, 5, 4, 3), seed=8, dtype=torch.float32)
+    if layout == "transposed":
+        inputs = [x.transpose(1, 3) for x in base]
+    else:
+        inputs = [x.flatten(0, 1).contiguous(memory_format=torch.channels_last).unflatten(0, (3, 2)) for x in base]
+    assert not inputs[0].is_contiguous()
+    (sj_s, sj_vs, sj_v, sj_gx, _), (fs_s, fs_vs, fs_v, fs_gx, _) = run(sj, inputs, "m"), run(fs, inputs, "m")
+    for a, b in zip(fs_s + fs_vs, sj_s + sj_vs):
+        assert_bitwise_equal(a, b, "spikes / v_seq")
+    assert_bitwise_equal(fs_v, sj_v, "final v")
+    for a, b in zip(fs_gx, sj_gx):
+        assert_grad_close(a, b, what="grad x")
+
+
+@pytest.mark.parametrize("kind,extra,v_reset,detach", CASES[2::5])
+def test_mixed_single_and_multi_step_calls(kind, extra, v_reset, detach):
+    sj, fs = make_pair(kind, extra, v_reset, detach, "m", store_v_seq=True)
+    x = make_inputs((4, 3, 5), seed=13, calls=1)[0]
+    outputs = []
+    for node in (sj, fs):
+        node.step_mode = "s"
+        first = torch.stack([node(x_t) for x_t in x[:2]])
+        assert node.v_seq is None, "single-step calls do not store v_seq (as in SpikingJelly)"
+        node.step_mode = "m"
+        outputs.append((first, node(x[2:]), node.v_seq, node.v))
+    for a, b in zip(outputs[1], outputs[0]):
+        assert_bitwise_equal(a, b, "mixed-mode outputs")
+
+
+def test_widened_state_widens_the_computation():
+    """A fp64 state (module.double() mid-sequence) with fp32 input computes in fp64, as SpikingJelly does."""
+    sj, fs = make_pair("lif", {"tau": 3.0, "decay_input": True}, 0.0, False, "m")
+    x1, x2 = make_inputs((3, 2, 5), seed=2)
+    for node in (sj, fs):
+        node(x1)
+        node.double()
+    s_sj, s_fs = sj(x2), fs(x2)
+    assert fs.v.dtype == torch.float64
+    assert_bitwise_equal(fs.v, sj.v, "v")
+    assert_bitwise_equal(s_fs, s_sj.float(), "spikes (in the input dtype)")
+
+
+def _charge_quadratic(self, x):
+    # A quadratic charge written the way a SpikingJelly user would, used by both libraries' subclasses.
+    self.v = self.v + (x + 0.2 * self.v * self.v - self.v) / self.tau
+
+
+@pytest.mark.parametrize("step_mode", ["s", "m"])
+def test_custom_subclass_hooks_run_like_spikingjelly(step_mode):
+    """A subclass overriding neuronal_charge must not be silently replaced by the fused op."""
+    SJQuad = type("SJQuad", (sj_neuron.LIFNode,), {"neuronal_charge": _charge_quadratic})
+    FSQuad = type("FSQuad", (neuron.LIFNode,), {"neuronal_charge": _charge_quadratic})
+
+    def fire_half(self):
+        return self.surrogate_function(self.v - 0.5 * self.v_threshold)
+
+    SJBase = type("SJBase", (sj_neuron.BaseNode,), {"neuronal_charge": _charge_quadratic, "tau": 2.0,
+                                                   "neuronal_fire": fire_half})
+    FSBase = type("FSBase", (neuron.BaseNode,), {"neuronal_charge": _charge_quadratic, "tau": 2.0,
+                                                "neuronal_fire": fire_half})
+    assert not FSQuad._fused and not FSBase._fused and neuron.LIFNode._fused
+    for sj_cls, fs_cls in ((SJQuad, FSQuad), (SJBase, FSBase)):
+        common = dict(step_mode=step_mode, store_v_seq=step_mode == "m")
+        sj = sj_cls(surrogate_function=sj_surrogate.ATan(), **common)
+        fs = fs_cls(surrogate_function=surrogate.ATan(), **common)
+        inputs = make_inputs((5, 3, 4), seed=17)
+        (sj_s, sj_vs, sj_v, sj_gx, _), (fs_s, fs_vs, fs_v, fs_gx, _) = run(sj, inputs, step_mode), run(fs, inputs, step_mode)
+        for a, b in zip(fs_s + fs_vs, sj_s + sj_vs):
+            assert_bitwise_equal(a, b, f"{fs_cls.__name__} spikes / v_seq")
+        assert_bitwise_equal(fs_v, sj_v, f"{fs_cls.__name__} v")
+        for a, b in zip(fs_gx, sj_gx):
+            assert_grad_close(a, b, what=f"{fs_cls.__name__} grad x")

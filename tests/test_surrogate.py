@@ -62,3 +62,9 @@ def test_defaults_and_spec():
 def test_bad_alpha_is_rejected(alpha, error):
     with pytest.raises(error, match="alpha"):
         surrogate.ATan(alpha)
+
+
+def test_spiking_keyword_is_accepted_only_as_true():
+    assert surrogate.ATan(alpha=2.0, spiking=True).spiking
+    with pytest.raises(ValueError, match="only spiking=True"):
+        surrogate.Sigmoid(spiking=False)

@@ -21,6 +21,7 @@ from fastspike import functional, layer, neuron
     (lambda: neuron.IFNode(backend="gpu"), "unknown backend 'gpu'"),
     (lambda: neuron.LIFNode(decay_input=1), "decay_input must be True or False"),
     (lambda: neuron.IFNode(detach_reset="no"), "detach_reset must be True or False"),
+    (lambda: neuron.IFNode(store_v_seq=1), "store_v_seq must be True or False"),
     (lambda: neuron.IFNode(surrogate_function=torch.sigmoid), "surrogate_function must be a fastspike.surrogate"),
     (lambda: layer.Dropout(1.0), "p must be a number in"),
     (lambda: layer.Linear(3, 4, step_mode="t"), "step_mode must be 's' or 'm'"),
@@ -115,7 +116,7 @@ def test_functional_hyperparameters_are_checked():
     (lambda: layer.Linear(3, 4, step_mode="m"), torch.rand(2, 3)),
 ])
 def test_multi_step_layer_rejects_input_without_time_axis(make, x):
-    with pytest.raises(ValueError, match=r"multi-step input must have \d dims"):
+    with pytest.raises(ValueError, match=r"multi-step input must have (\d|at least \d) dims"):
         make()(x)
 
 
