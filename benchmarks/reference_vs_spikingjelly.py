@@ -110,7 +110,8 @@ def main():
         f.write(f"# fastspike reference vs SpikingJelly, CPU, `{records[0]['shape']}` fp32\n\n")
         f.write(f"{meta['machine']}, {args.threads} threads, torch {meta['torch']}, commit {commit}, "
                 f"{meta['time']}. Median of {args.repeats} runs, ms.\n\n")
-        f.write("| neuron | provider | forward (no_grad) | forward+backward | forward / copy |\n|---|---|---|---|---|\n")
+        f.write("| neuron | provider | forward (no_grad) | forward+backward | forward / copy |\n")
+        f.write("|---|---|---|---|---|\n")
         for kind in ("LIF", "IF"):
             rows = {(r["provider"], r["mode"]): r["ms"] for r in records if r["neuron"] == kind}
             copy_ms = rows[("copy", "forward")]

@@ -255,9 +255,10 @@ def test_seq_to_ann_container():
 def test_csnn_trains():
     """A small CSNN built only from fastspike modules learns a separable toy task."""
     torch.manual_seed(0)
+    sg = surrogate.ATan()
     net = nn.Sequential(
-        layer.Conv2d(1, 4, 3, padding=1, bias=False), layer.BatchNorm2d(4), neuron.IFNode(surrogate_function=surrogate.ATan()),
-        layer.MaxPool2d(2), layer.Flatten(), layer.Linear(4 * 4 * 4, 2), neuron.LIFNode(surrogate_function=surrogate.ATan()))
+        layer.Conv2d(1, 4, 3, padding=1, bias=False), layer.BatchNorm2d(4), neuron.IFNode(surrogate_function=sg),
+        layer.MaxPool2d(2), layer.Flatten(), layer.Linear(4 * 4 * 4, 2), neuron.LIFNode(surrogate_function=sg))
     functional.set_step_mode(net, "m")
     images = torch.rand(32, 1, 8, 8)
     labels = (images[:, 0, :4].mean((1, 2)) > images[:, 0, 4:].mean((1, 2))).long()

@@ -261,7 +261,8 @@ def test_custom_subclass_hooks_run_like_spikingjelly(step_mode):
         sj = sj_cls(surrogate_function=sj_surrogate.ATan(), **common)
         fs = fs_cls(surrogate_function=surrogate.ATan(), **common)
         inputs = make_inputs((5, 3, 4), seed=17)
-        (sj_s, sj_vs, sj_v, sj_gx, _), (fs_s, fs_vs, fs_v, fs_gx, _) = run(sj, inputs, step_mode), run(fs, inputs, step_mode)
+        sj_s, sj_vs, sj_v, sj_gx, _ = run(sj, inputs, step_mode)
+        fs_s, fs_vs, fs_v, fs_gx, _ = run(fs, inputs, step_mode)
         for a, b in zip(fs_s + fs_vs, sj_s + sj_vs):
             assert_bitwise_equal(a, b, f"{fs_cls.__name__} spikes / v_seq")
         assert_bitwise_equal(fs_v, sj_v, f"{fs_cls.__name__} v")
