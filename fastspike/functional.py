@@ -4,7 +4,8 @@ The neuron ops take a time-major input ``x_seq [T, N, *]`` and an initial membra
 (a number, or a tensor ``[N, *]``), run the neuron over all T steps with the chosen backend
 (:mod:`fastspike.backends`) and return ``(spike_seq, v_last)``, or ``(spike_seq, v_last, v_seq)`` when
 ``store_v_seq``. ``spike_seq`` has x_seq's shape and dtype; ``v_last [N, *]`` and ``v_seq [T, N, *]``
-(the post-reset potential after every step) are fp32 for fp16/bf16/fp32 inputs, fp64 for fp64.
+(the post-reset potential after every step) are fp32 for fp16/bf16/fp32 inputs, fp64 for fp64 inputs or a
+fp64 ``v_init``.
 Gradients flow to ``x_seq``, a tensor ``v_init`` and PLIF's ``w``. The update equations are in
 :mod:`fastspike.reference`.
 """
