@@ -10,6 +10,7 @@ Writes ``OUT.csv`` (one row per measurement, with machine, versions, commit and 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import csv
 import datetime
 import platform
@@ -31,15 +32,32 @@ with warnings.catch_warnings():  # SpikingJelly 0.0.0.0.14 uses the deprecated t
     from spikingjelly.activation_based import surrogate as sj_surrogate
 
 
-def median_ms(fn, repeats: int) -> float:
-    for _ in range(3):
+def pin_malloc_thresholds() -> bool:
+    """Fix glibc's adaptive mmap/trim thresholds (32 MiB / 256 MiB) for this process.
+
+    Left adaptive, glibc moves the threshold as multi-megabyte tensors are freed, and timings of the same
+    code flip between two modes several milliseconds apart (page faults on fresh mappings). Pinned, every
+    provider sees the same allocator behaviour. Returns False where the C library has no mallopt.
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        return bool(libc.mallopt(m_mmap_threshold, 32 << 20) and libc.mallopt(m_trim_threshold, 256 << 20))
+    except (OSError, AttributeError):
+        return False
+
+
+def time_ms(fn, repeats: int, warmup: int = 10):
+    """(p20, median, p80) of ``repeats`` consecutive calls after ``warmup`` calls, in ms."""
+    for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
+        times.append((time.perf_counter() - t0) * 1e3)
+    q = statistics.quantiles(times, n=10)
+    return q[1], statistics.median(times), q[7]
 
 
 def providers(kind: str):
@@ -57,33 +75,33 @@ def providers(kind: str):
 def measure(shape, kind, repeats):
     x = torch.randn(shape) * 1.5 + 0.5
     grad = torch.randn(shape)
-    rows = [("copy", "forward", median_ms(lambda: x.clone(), repeats))]
+    fns = {("copy", "forward"): lambda: x.clone()}
     for name, make in providers(kind).items():
         node = make()
 
-        def forward():
+        def forward(node=node):
             with torch.no_grad():
                 node(x)
             node.reset()
 
-        def forward_backward():
-            xg = x.detach().requires_grad_()
-            node(xg).backward(grad)
+        def forward_backward(node=node):
+            node(x.detach().requires_grad_()).backward(grad)
             node.reset()
 
-        rows.append((name, "forward", median_ms(forward, repeats)))
-        rows.append((name, "forward+backward", median_ms(forward_backward, repeats)))
-    return rows
+        fns[(name, "forward")] = forward
+        fns[(name, "forward+backward")] = forward_backward
+    return [(name, mode, *time_ms(fn, repeats)) for (name, mode), fn in fns.items()]
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shape", default="8,32,64,16,16", help="time-major shape T,N,... (default 8,32,64,16,16)")
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--out", required=True, help="output path without extension")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    pinned = pin_malloc_thresholds()
     shape = tuple(int(s) for s in args.shape.split(","))
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -92,14 +110,16 @@ def main():
         commit = "unknown"
     meta = {"machine": platform.processor() or platform.machine(), "threads": args.threads,
             "torch": torch.__version__, "fastspike": fastspike.__version__,
-            "spikingjelly": getattr(spikingjelly, "__version__", "0.0.0.0.14"), "commit": commit,
+            "spikingjelly": getattr(spikingjelly, "__version__", "0.0.0.0.14"), "malloc_pinned": pinned,
+            "commit": commit,
             "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     records = []
     for kind in ("LIF", "IF"):
-        for provider, mode, ms in measure(shape, kind, args.repeats):
+        for provider, mode, p20, ms, p80 in measure(shape, kind, args.repeats):
             records.append({"neuron": kind, "shape": "x".join(map(str, shape)), "dtype": "fp32", "device": "cpu",
-                            "provider": provider, "mode": mode, "ms": round(ms, 4), **meta})
-            print(f"{kind:4s} {provider:32s} {mode:17s} {ms:9.3f} ms", flush=True)
+                            "provider": provider, "mode": mode, "ms": round(ms, 4), "p20_ms": round(p20, 4),
+                            "p80_ms": round(p80, 4), **meta})
+            print(f"{kind:4s} {provider:32s} {mode:17s} {ms:9.3f} ms (p20 {p20:.3f}, p80 {p80:.3f})", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.with_suffix(".csv"), "w", newline="") as f:
@@ -109,7 +129,8 @@ def main():
     with open(out.with_suffix(".md"), "w") as f:
         f.write(f"# fastspike reference vs SpikingJelly, CPU, `{records[0]['shape']}` fp32\n\n")
         f.write(f"{meta['machine']}, {args.threads} threads, torch {meta['torch']}, commit {commit}, "
-                f"{meta['time']}. Median of {args.repeats} runs, ms.\n\n")
+                f"{meta['time']}. Median of {args.repeats} consecutive runs per cell after 10 warm-up runs, ms "
+                f"(p20/p80 in the CSV); glibc malloc thresholds pinned: {pinned}.\n\n")
         f.write("| neuron | provider | forward (no_grad) | forward+backward | forward / copy |\n")
         f.write("|---|---|---|---|---|\n")
         for kind in ("LIF", "IF"):
