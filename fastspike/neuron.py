@@ -61,7 +61,8 @@ class BaseNode(StepModeMixin, nn.Module):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        if cls.__module__ != __name__ and any(hook in cls.__dict__ for hook in _STEP_HOOKS):
+        # Resolve each hook through the MRO, so an override that comes from a user mixin counts too.
+        if any(getattr(cls, hook).__module__ != __name__ for hook in _STEP_HOOKS):
             cls._fused = False
 
     def __init__(self, v_threshold: float = 1.0, v_reset: Optional[float] = 0.0,

@@ -174,6 +174,18 @@ def test_custom_neurons_reject_compiled_backends_and_base_node_is_abstract():
     assert "triton" in neuron.LIFNode().supported_backends
 
 
+def test_hooks_from_a_mixin_are_detected():
+    class FireHalf:
+        def neuronal_fire(self):
+            return self.surrogate_function(self.v - 0.5)
+
+    Mixed = type("Mixed", (FireHalf, neuron.IFNode), {})
+    Plain = type("Plain", (neuron.IFNode,), {"extra_repr": lambda self: "plain"})
+    assert not Mixed._fused and Plain._fused
+    node = Mixed(step_mode="m")
+    assert node(torch.full((1, 2), 0.6)).eq(1).all(), "the mixin's threshold of 0.5 must be used"
+
+
 def test_double_backward_raises_instead_of_a_wrong_result():
     w = torch.randn(5, 5, requires_grad=True)
     x = torch.randn(3, 4, 5)
