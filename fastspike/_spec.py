@@ -68,6 +68,9 @@ def make_spec(kind: str, *, v_threshold=1.0, v_reset=0.0, surrogate_function=Non
         raise TypeError(
             f"{owner}: surrogate_function must be a fastspike.surrogate object (e.g. surrogate.ATan()), got "
             f"{type(surrogate_function).__name__}; fastspike.from_spikingjelly converts SpikingJelly's")
+    if type(surrogate_function).forward is not SurrogateFunctionBase.forward:
+        raise TypeError(f"{owner}: {type(surrogate_function).__name__} overrides forward(); the neuron ops "
+                        f"fire where h - v_threshold >= 0 and take only derivative() from the surrogate")
     v_threshold = _finite_float("v_threshold", v_threshold, owner)
     if v_reset is not None:
         v_reset = _finite_float("v_reset", v_reset, owner)

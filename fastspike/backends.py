@@ -57,24 +57,28 @@ def _unavailable_reason(name: str, device_type: str) -> Optional[str]:
             "backend='torch' (or 'auto') until a release with the native backend is installed")
 
 
-_RESOLVED: Dict[Tuple[str, str, Optional[str]], str] = {}
+_RESOLVED: Dict[tuple, str] = {}
 
 
-def _resolve(backend: str, device_type: str, env: Optional[str]) -> str:
+def _resolve(backend: str, device_type: str, env: Optional[str], allowed: Tuple[str, ...]) -> str:
     name = canonical(backend)
     source = f"backend={backend!r}"
     if name == "auto" and env:
-        backend, name, source = env, canonical(env), f"{ENV_VAR}={env!r}"
+        source = f"{ENV_VAR}={env!r}"
+        try:
+            backend, name = env, canonical(env)
+        except ValueError as err:
+            raise ValueError(f"{source}: {err}") from None
     skipped = []
     if backend in ALIASES:
-        reason = _unavailable_reason(name, device_type)
+        reason = _unavailable_reason(name, device_type) if name in allowed else "not supported here"
         if reason is None:
             return name
         name = "auto"
         skipped.append(f"{source} means native, which is unavailable: {reason}")
     if name == "auto":
         for candidate in _AUTO_ORDER.get(device_type, ("torch",)):
-            reason = _unavailable_reason(candidate, device_type)
+            reason = _unavailable_reason(candidate, device_type) if candidate in allowed else "not supported here"
             if reason is None:
                 # Logging inside a torch.compile trace would break the graph; the eager call logs.
                 if not torch.compiler.is_compiling():
@@ -82,21 +86,27 @@ def _resolve(backend: str, device_type: str, env: Optional[str]) -> str:
                                 "".join(f"; {s}" for s in skipped))
                 return candidate
             skipped.append(f"{candidate} skipped: {reason}")
+    if name not in allowed:
+        raise ValueError(f"{source} is not supported here: this module runs on {', '.join(allowed)} only")
     reason = _unavailable_reason(name, device_type)
     if reason is not None:
         raise BackendUnavailableError(f"{source} is not available on {device_type}: {reason}")
     return name
 
 
-def resolve(backend: str, device: torch.device) -> str:
-    """The concrete backend that runs ``backend`` (a name, alias or 'auto') for tensors on ``device``.
+def resolve(backend: str, device: torch.device, allowed: Tuple[str, ...] = BACKENDS) -> str:
+    """The concrete backend that runs ``backend`` (a name, alias or 'auto') for tensors on ``device``,
+    chosen among ``allowed`` (an explicit request outside it raises ``ValueError``).
 
-    Results are cached per (backend, device type, FASTSPIKE_BACKEND), which also makes 'auto' log once.
+    Results are cached per (backend, device type, FASTSPIKE_BACKEND, allowed), which also makes 'auto' log
+    once. Nothing is cached while torch.compile traces, so the first eager call still logs the choice.
     """
-    key = (backend, device.type, os.environ.get(ENV_VAR) or None)
+    key = (backend, device.type, os.environ.get(ENV_VAR) or None, allowed)
     name = _RESOLVED.get(key)
     if name is None:
-        name = _RESOLVED[key] = _resolve(*key)
+        name = _resolve(*key)
+        if not torch.compiler.is_compiling():
+            _RESOLVED[key] = name
     return name
 
 

@@ -34,9 +34,11 @@ def make_bars(n: int, generator: torch.Generator, size: int = 28):
     return images.clamp_(0, 1), labels
 
 
-def csnn(channels: int, classes: int, node_module=neuron, sg=None) -> nn.Sequential:
-    """The seeds' CSNN for 28 x 28 inputs; ``node_module`` provides IFNode (fastspike's or SpikingJelly's)."""
+def csnn(channels: int, classes: int, node_module=neuron, layer_module=layer, sg=None) -> nn.Sequential:
+    """The seeds' CSNN for 28 x 28 inputs, from ``node_module``'s IFNode and ``layer_module``'s layers
+    (fastspike's, or SpikingJelly's ``activation_based.neuron`` and ``.layer``)."""
     sg = sg if sg is not None else surrogate.ATan()
+    layer = layer_module
     return nn.Sequential(
         layer.Conv2d(1, channels, 3, padding=1, bias=False), layer.BatchNorm2d(channels),
         node_module.IFNode(surrogate_function=sg), layer.MaxPool2d(2),
@@ -91,13 +93,14 @@ def _compare_with_spikingjelly(args, device, images, labels):
     try:
         with warnings.catch_warnings():  # SpikingJelly 0.0.0.0.14 uses the deprecated torch.jit.script
             warnings.simplefilter("ignore", FutureWarning)
+            from spikingjelly.activation_based import layer as sj_layer
             from spikingjelly.activation_based import neuron as sj_neuron
             from spikingjelly.activation_based import surrogate as sj_surrogate
     except ImportError:
         print("SpikingJelly not installed: skipping the side-by-side check (pip install spikingjelly==0.0.0.0.14)")
         return
     torch.manual_seed(args.seed)
-    sj_net = csnn(args.channels, 4, node_module=sj_neuron, sg=sj_surrogate.ATan()).to(device)
+    sj_net = csnn(args.channels, 4, node_module=sj_neuron, layer_module=sj_layer, sg=sj_surrogate.ATan()).to(device)
     functional.set_step_mode(sj_net, "m")
     fs_net = from_spikingjelly(copy.deepcopy(sj_net), backend=args.backend)
     x = images[: args.batch_size].unsqueeze(0).expand(args.T, -1, -1, -1, -1)
@@ -119,8 +122,14 @@ def _compare_with_spikingjelly(args, device, images, labels):
 
 def demo(args) -> None:
     device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("fastspike demo: --device cuda, but PyTorch sees no CUDA device")
+    try:
+        chosen = backends.resolve(args.backend, device)
+    except (backends.BackendUnavailableError, ValueError) as err:
+        raise SystemExit(f"fastspike demo: {err}") from None
     print(f"fastspike {__version__}, torch {torch.__version__}, device {device}, backend "
-          f"{args.backend!r} -> {backends.resolve(args.backend, device)!r}")
+          f"{args.backend!r} -> {chosen!r}")
     g = torch.Generator().manual_seed(args.seed)
     train_x, train_y = make_bars(args.batch_size * args.steps, g)
     test_x, test_y = make_bars(512, g)

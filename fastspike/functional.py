@@ -103,11 +103,18 @@ def set_step_mode(net: nn.Module, step_mode: str) -> None:
 
 
 def set_backend(net: nn.Module, backend: str, instance=(nn.Module,)) -> None:
-    """Set ``backend`` on every module of type ``instance`` that has one (see :mod:`fastspike.backends`)."""
+    """Set ``backend`` on every module of type ``instance`` that has one (see :mod:`fastspike.backends`).
+
+    Every module is checked first, so a module that refuses the backend leaves the whole net unchanged.
+    """
     backends.canonical(backend)
-    for m in net.modules():
-        if isinstance(m, instance) and hasattr(m, "backend"):
-            m.backend = backend
+    targets = [m for m in net.modules() if isinstance(m, instance) and hasattr(m, "backend")]
+    for m in targets:
+        if backend not in getattr(m, "supported_backends", (backend,)):
+            raise ValueError(f"set_backend: {type(m).__name__} does not support backend {backend!r} "
+                             f"(it supports {m.supported_backends}); nothing was changed")
+    for m in targets:
+        m.backend = backend
 
 
 def detach_net(net: nn.Module) -> None:

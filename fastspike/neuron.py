@@ -17,6 +17,7 @@ and the next charge step turns it into NaN.
 """
 from __future__ import annotations
 
+import copy
 import math
 from typing import Optional
 
@@ -32,17 +33,18 @@ __all__ = ["BaseNode", "IFNode", "LIFNode", "ParametricLIFNode"]
 
 _HYPERPARAMETERS = frozenset(
     {"v_threshold", "v_reset", "surrogate_function", "detach_reset", "tau", "decay_input"})
-# SpikingJelly's per-step hooks. A subclass outside this module that overrides one of them must have it run.
-_STEP_HOOKS = ("neuronal_charge", "neuronal_fire", "neuronal_reset", "single_step_forward")
+# SpikingJelly's per-step hooks: where any of them is overridden, the fused op would ignore it, so it must run.
+_STEP_HOOKS = ("neuronal_charge", "neuronal_fire", "neuronal_reset", "single_step_forward", "v_float_to_tensor")
 
 
 class BaseNode(StepModeMixin, nn.Module):
     """Shared state handling of IF/LIF/PLIF; subclasses set ``_kind`` and add their hyperparameters.
 
     Custom neurons subclass this (or IF/LIF/PLIF) as in SpikingJelly, overriding ``neuronal_charge(x)``
-    (which updates ``self.v``), ``neuronal_fire()``, ``neuronal_reset(spike)`` or ``single_step_forward``.
-    Such a subclass runs SpikingJelly's per-step loop with its hooks and autograd (backend 'torch'); one
-    that overrides none of them runs the fused op of its parent.
+    (which updates ``self.v``), ``neuronal_fire()``, ``neuronal_reset(spike)``, ``single_step_forward`` or
+    ``v_float_to_tensor``, and may keep extra state with :meth:`register_memory`. A neuron with any hook
+    overridden (by a subclass, a mixin, or assignment to the class or the instance) runs SpikingJelly's
+    per-step loop with its hooks and autograd, on backend 'torch'; otherwise the fused op runs.
 
     Args:
         v_threshold: firing threshold (default 1.0).
@@ -57,19 +59,13 @@ class BaseNode(StepModeMixin, nn.Module):
 
     _kind = ""
     _extra_hyperparameters: tuple = ()
-    _fused = True
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        # Resolve each hook through the MRO, so an override that comes from a user mixin counts too.
-        if any(getattr(cls, hook).__module__ != __name__ for hook in _STEP_HOOKS):
-            cls._fused = False
 
     def __init__(self, v_threshold: float = 1.0, v_reset: Optional[float] = 0.0,
                  surrogate_function: Optional[SurrogateFunctionBase] = None, detach_reset: bool = False,
                  step_mode: str = "s", backend: str = "auto", store_v_seq: bool = False, **extra):
         super().__init__()
         self._spec_cache = None
+        self._memory_defaults = {}
         self.v_threshold = v_threshold
         self.v_reset = v_reset
         self.surrogate_function = Sigmoid() if surrogate_function is None else surrogate_function
@@ -85,7 +81,7 @@ class BaseNode(StepModeMixin, nn.Module):
         self.store_v_seq = store_v_seq
         self.v_seq = None
         self.v = self._v_rest
-        if self._fused:
+        if not self._per_step():
             if not self._kind:
                 raise TypeError(f"{type(self).__name__}: a subclass of BaseNode must implement "
                                 f"neuronal_charge(x), or derive from IFNode, LIFNode or ParametricLIFNode")
@@ -108,7 +104,7 @@ class BaseNode(StepModeMixin, nn.Module):
     @backend.setter
     def backend(self, value: str):
         backends.canonical(value)
-        if not self._fused and value in ("triton", "native"):
+        if value in ("triton", "native") and self._per_step():
             raise ValueError(f"{type(self).__name__} overrides SpikingJelly's per-step hooks and runs on "
                              f"backend 'torch' only, got {value!r}")
         self._backend = value
@@ -126,10 +122,39 @@ class BaseNode(StepModeMixin, nn.Module):
     def _plif_weight(self) -> Optional[torch.Tensor]:
         return None
 
+    def _per_step(self) -> bool:
+        """Whether a SpikingJelly hook is overridden, so the per-step loop must run instead of the fused op.
+
+        Decided at each call by identity with BaseNode's own functions, so overrides from mixins, wrapped
+        methods, and hooks assigned to the class or to this instance after construction all count.
+        """
+        cls, own = type(self), self.__dict__
+        return any(hook in own or getattr(cls, hook) is not _BASE_HOOKS[hook] for hook in _STEP_HOOKS)
+
     @property
     def supported_backends(self) -> tuple:
-        """Backend names this neuron accepts (custom per-step subclasses run on 'torch' only)."""
-        return backends.NAMES if self._fused else ("auto", "torch") + tuple(backends.ALIASES)
+        """Backend names this neuron accepts (neurons with overridden hooks run on 'torch' only)."""
+        return ("auto", "torch") + tuple(backends.ALIASES) if self._per_step() else backends.NAMES
+
+    def register_memory(self, name: str, value) -> None:
+        """SpikingJelly's API for extra state: ``self.<name>`` starts as ``value``, and :meth:`reset`
+        restores a copy of it; tensors in it follow ``.to()`` and :meth:`detach` like ``v``."""
+        if hasattr(self, name):
+            raise AttributeError(f"{type(self).__name__}: {name!r} is already an attribute")
+        self._memory_defaults[name] = copy.deepcopy(value)
+        setattr(self, name, value)
+
+    def named_memories(self):
+        """``(name, value)`` of the state: ``v``, ``v_seq`` when stored, and registered memories."""
+        yield "v", self.v
+        if self.store_v_seq:
+            yield "v_seq", self.v_seq
+        for name in self._memory_defaults:
+            yield name, getattr(self, name)
+
+    def memories(self):
+        for _, value in self.named_memories():
+            yield value
 
     def v_float_to_tensor(self, x: torch.Tensor) -> None:
         """Turn a float state into a tensor shaped like ``x`` (SpikingJelly's hook, used by the per-step loop)."""
@@ -162,7 +187,8 @@ class BaseNode(StepModeMixin, nn.Module):
             raise TypeError(f"{type(self).__name__}: x must be a torch.Tensor, got {type(x).__name__}")
         if x.dim() < 1:
             raise ValueError(f"{type(self).__name__}: single-step input x must be [N, *], got a scalar")
-        if not self._fused:
+        if self._per_step():
+            backends.resolve(self._backend, x.device, allowed=("torch",))
             self.v_float_to_tensor(x)
             self.neuronal_charge(x)
             spike = self.neuronal_fire()
@@ -173,7 +199,7 @@ class BaseNode(StepModeMixin, nn.Module):
 
     def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         """T steps: ``x_seq [T, N, *]`` -> spikes ``[T, N, *]``; updates ``self.v`` (and ``self.v_seq``)."""
-        if not self._fused:
+        if self._per_step():
             spikes, v_seq = [], []
             for x in x_seq:
                 spikes.append(self.single_step_forward(x))
@@ -192,29 +218,38 @@ class BaseNode(StepModeMixin, nn.Module):
             return self.multi_step_forward(x)
         return self.single_step_forward(x)
 
+    def _state_names(self):
+        return ("v", "v_seq", *self._memory_defaults)
+
     def reset(self) -> None:
-        """Forget the state: ``v`` back to its resting value (a float), ``v_seq`` to None."""
+        """Forget the state: ``v`` back to its resting value (a float), ``v_seq`` to None, registered
+        memories to their initial values."""
         self.v = self._v_rest
         self.v_seq = None
+        for name, value in self._memory_defaults.items():
+            setattr(self, name, copy.deepcopy(value))
 
     def detach(self) -> None:
         """Cut the state out of the autograd graph (truncated BPTT)."""
-        if isinstance(self.v, torch.Tensor):
-            self.v = self.v.detach()
-        if isinstance(self.v_seq, torch.Tensor):
-            self.v_seq = self.v_seq.detach()
+        for name in self._state_names():
+            value = getattr(self, name)
+            if isinstance(value, torch.Tensor):
+                setattr(self, name, value.detach())
 
     def _apply(self, fn, *args, **kwargs):
         # The state is not a buffer (it must stay a plain float until the first call), so move it by hand.
-        if isinstance(self.v, torch.Tensor):
-            self.v = fn(self.v)
-        if isinstance(self.v_seq, torch.Tensor):
-            self.v_seq = fn(self.v_seq)
+        for name in self._state_names():
+            value = getattr(self, name)
+            if isinstance(value, torch.Tensor):
+                setattr(self, name, fn(value))
         return super()._apply(fn, *args, **kwargs)
 
     def extra_repr(self) -> str:
         return (f"v_threshold={self.v_threshold}, v_reset={self.v_reset}, detach_reset={self.detach_reset}, "
                 f"step_mode={self.step_mode}, backend={self.backend}")
+
+
+_BASE_HOOKS = {hook: BaseNode.__dict__[hook] for hook in _STEP_HOOKS}
 
 
 class IFNode(BaseNode):

@@ -22,9 +22,8 @@ surrogate derivative ``g' = surrogate.derivative(h - v_threshold)`` standing in 
 fp16/bf16 inputs are computed in fp32 (state, arithmetic, v outputs); spikes come back in the input dtype.
 fp64 inputs, or a fp64 initial state, are computed in fp64.
 
-The backward is first-order only (``once_differentiable``): a double backward (``create_graph=True`` followed
-by another backward through the neuron) raises an error instead of silently dropping the surrogate's
-dependence on its input.
+The backward is first-order only: a backward with ``create_graph=True`` (double backward, gradient
+penalties) raises an error instead of silently dropping the surrogate derivative's dependence on its input.
 """
 from __future__ import annotations
 
@@ -114,8 +113,12 @@ class _MultiStep(torch.autograd.Function):
         return spike_seq, v, v_seq
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_spike_seq, grad_v_last, grad_v_seq):
+        if torch.is_grad_enabled():
+            # create_graph=True: the result would be used as a differentiable gradient, but this backward
+            # treats the surrogate derivative as a constant, so a second derivative would be silently wrong.
+            raise RuntimeError("fastspike neurons have first-order gradients only: a backward with "
+                               "create_graph=True (double backward, gradient penalties) is not supported")
         spec: NeuronSpec = ctx.spec
         h_seq = ctx.saved_tensors[0]
         plif = spec.kind == "plif"

@@ -1,5 +1,7 @@
 """Module API: state, step modes, utilities, layers and backend selection."""
+import functools
 import logging
+import types
 
 import pytest
 import torch
@@ -181,18 +183,91 @@ def test_hooks_from_a_mixin_are_detected():
 
     Mixed = type("Mixed", (FireHalf, neuron.IFNode), {})
     Plain = type("Plain", (neuron.IFNode,), {"extra_repr": lambda self: "plain"})
-    assert not Mixed._fused and Plain._fused
+    assert Mixed()._per_step() and not Plain()._per_step()
     node = Mixed(step_mode="m")
     assert node(torch.full((1, 2), 0.6)).eq(1).all(), "the mixin's threshold of 0.5 must be used"
+
+
+def test_hooks_assigned_after_construction_or_wrapped_are_run():
+    def fire_half(self):
+        return self.surrogate_function(self.v - 0.5)
+
+    x = torch.full((1, 2), 0.6)
+    patched = neuron.IFNode(step_mode="m")
+    patched.neuronal_fire = types.MethodType(fire_half, patched)
+    assert patched(x).eq(1).all()
+    Late = type("Late", (neuron.IFNode,), {})
+    node = Late(step_mode="m")
+    Late.neuronal_fire = fire_half
+    assert node(x).eq(1).all()
+    calls = []
+
+    @functools.wraps(neuron.BaseNode.neuronal_charge)
+    def counted(self, x):
+        calls.append(1)
+        return neuron.BaseNode.neuronal_charge(self, x)
+
+    Wrapped = type("Wrapped", (neuron.LIFNode,), {"neuronal_charge": counted})
+    Wrapped(step_mode="m")(torch.rand(3, 2))
+    assert len(calls) == 3
+
+
+def test_register_memory_is_reset_moved_and_listed():
+    class Adaptive(neuron.IFNode):
+        def __init__(self):
+            super().__init__(step_mode="m")
+            self.register_memory("a", 0.0)
+
+        def neuronal_fire(self):
+            spike = self.surrogate_function(self.v - self.v_threshold - self.a)
+            self.a = self.a * 0.9 + spike
+            return spike
+
+    node = Adaptive()
+    node(torch.full((4, 3), 0.8))
+    assert isinstance(node.a, torch.Tensor) and node.a.max() > 0
+    assert [name for name, _ in node.named_memories()] == ["v", "a"]
+    node.double()
+    assert node.a.dtype == torch.float64
+    node.reset()
+    assert node.a == 0.0 and node.v == 0.0
+    with pytest.raises(AttributeError, match="already an attribute"):
+        node.register_memory("v_threshold", 1.0)
+
+
+def test_per_step_neurons_honour_explicit_backend_requests(monkeypatch):
+    Custom = type("Custom", (neuron.IFNode,), {"neuronal_fire": lambda self: (self.v >= 1).float()})
+    node = Custom(step_mode="m")
+    node(rand_seq(2, 3))
+    monkeypatch.setenv(backends.ENV_VAR, "triton")
+    with pytest.raises(ValueError, match="FASTSPIKE_BACKEND='triton' is not supported here"):
+        node(rand_seq(2, 3))
+    monkeypatch.setenv(backends.ENV_VAR, "gpu")
+    with pytest.raises(ValueError, match="FASTSPIKE_BACKEND='gpu': unknown backend"):
+        neuron.IFNode(step_mode="m")(rand_seq(2, 3))
+
+
+def test_set_backend_changes_nothing_when_one_module_refuses():
+    Custom = type("Custom", (neuron.IFNode,), {"neuronal_fire": lambda self: (self.v >= 1).float()})
+    net = nn.Sequential(neuron.LIFNode(), Custom())
+    with pytest.raises(ValueError, match="Custom"):
+        functional.set_backend(net, "native")
+    assert net[0].backend == net[1].backend == "auto"
 
 
 def test_double_backward_raises_instead_of_a_wrong_result():
     w = torch.randn(5, 5, requires_grad=True)
     x = torch.randn(3, 4, 5)
     s, _ = functional.lif_multistep(x @ w, surrogate_function=surrogate.Sigmoid(), backend="torch")
-    (g,) = torch.autograd.grad((s ** 2).sum(), w, create_graph=True)
-    with pytest.raises(RuntimeError, match="once_differentiable|differentiate"):
-        g.square().sum().backward()
+    with pytest.raises(RuntimeError, match="first-order gradients only"):
+        torch.autograd.grad((s ** 2).sum(), w, create_graph=True)
+    # A gradient penalty, where the incoming gradient itself does not require grad, must raise too.
+    xg = x.clone().requires_grad_()
+    s, _ = functional.lif_multistep(xg, backend="torch")
+    with pytest.raises(RuntimeError, match="first-order gradients only"):
+        torch.autograd.grad(s.sum(), xg, create_graph=True)
+    (g,) = torch.autograd.grad(functional.lif_multistep(xg, backend="torch")[0].sum(), xg)
+    assert g.abs().sum() > 0
 
 
 @pytest.mark.parametrize("make,shape", [
@@ -291,14 +366,26 @@ def test_csnn_trains():
 def test_torch_compile_fullgraph_matches_eager(make):
     x = rand_seq(4, 8, 16, seed=3)
     results = []
-    for compiled in (False, True):
+    for compiled in (True, False):
+        backends._RESOLVED.clear()  # resolve the backend inside the compiled region first
         node = make(step_mode="m", surrogate_function=surrogate.ATan())
         run = torch.compile(node, fullgraph=True) if compiled else node
         xg = x.clone().requires_grad_()
         s = run(xg)
         (s * x.sin()).sum().add(node.v.sum()).backward()
-        results.append((s, node.v, xg.grad))
-    (s_e, v_e, g_e), (s_c, v_c, g_c) = results
+        results.append((s, node.v, xg.grad, getattr(node, "w", None)))
+    (s_c, v_c, g_c, w_c), (s_e, v_e, g_e, w_e) = results
     assert_bitwise_equal(s_c, s_e, "compiled spikes")
     assert_bitwise_equal(v_c.detach(), v_e.detach(), "compiled v")
     assert_grad_close(g_c, g_e, what="compiled grad x")
+    if w_e is not None:
+        torch.testing.assert_close(w_c.grad, w_e.grad, rtol=1e-5, atol=0)
+
+
+def test_auto_choice_is_logged_even_when_first_resolved_under_compile(caplog):
+    backends._RESOLVED.clear()
+    node = neuron.IFNode(step_mode="m")
+    torch.compile(node, fullgraph=True)(rand_seq(2, 3))
+    with caplog.at_level(logging.INFO, logger="fastspike"):
+        neuron.IFNode(step_mode="m")(rand_seq(2, 3))
+    assert any("uses 'torch'" in r.getMessage() for r in caplog.records if r.name == "fastspike")

@@ -27,3 +27,5 @@ def test_demo_trains_and_matches_spikingjelly(capsys):
 def test_demo_rejects_bad_arguments():
     with pytest.raises(SystemExit):
         cli.main(["demo", "--steps", "0"])
+    with pytest.raises(SystemExit, match="fastspike demo: backend='triton' is not available"):
+        cli.main(["demo", "--device", "cpu", "--backend", "triton"])

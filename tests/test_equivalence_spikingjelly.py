@@ -255,7 +255,7 @@ def test_custom_subclass_hooks_run_like_spikingjelly(step_mode):
                                                    "neuronal_fire": fire_half})
     FSBase = type("FSBase", (neuron.BaseNode,), {"neuronal_charge": _charge_quadratic, "tau": 2.0,
                                                 "neuronal_fire": fire_half})
-    assert not FSQuad._fused and not FSBase._fused and neuron.LIFNode._fused
+    assert FSQuad()._per_step() and FSBase()._per_step() and not neuron.LIFNode()._per_step()
     for sj_cls, fs_cls in ((SJQuad, FSQuad), (SJBase, FSBase)):
         common = dict(step_mode=step_mode, store_v_seq=step_mode == "m")
         sj = sj_cls(surrogate_function=sj_surrogate.ATan(), **common)

@@ -4,7 +4,12 @@ import math
 import pytest
 import torch
 
-from fastspike import functional, layer, neuron
+from fastspike import functional, layer, neuron, surrogate
+
+
+class Shifted(surrogate.ATan):
+    def forward(self, x):
+        return (x >= 0.3).to(x)
 
 
 @pytest.mark.parametrize("make,match", [
@@ -23,6 +28,7 @@ from fastspike import functional, layer, neuron
     (lambda: neuron.IFNode(detach_reset="no"), "detach_reset must be True or False"),
     (lambda: neuron.IFNode(store_v_seq=1), "store_v_seq must be True or False"),
     (lambda: neuron.IFNode(surrogate_function=torch.sigmoid), "surrogate_function must be a fastspike.surrogate"),
+    (lambda: neuron.IFNode(surrogate_function=Shifted()), "Shifted overrides forward"),
     (lambda: layer.Dropout(1.0), "p must be a number in"),
     (lambda: layer.Linear(3, 4, step_mode="t"), "step_mode must be 's' or 'm'"),
 ])
