@@ -46,8 +46,11 @@ def canonical(backend) -> str:
     return name
 
 
-def _unavailable_reason(name: str, device_type: str) -> Optional[str]:
-    """None when ``name`` can run on ``device_type``, else why not and what would fix it."""
+def _unavailable_reason(name: str, device_type: str, allowed: Tuple[str, ...] = BACKENDS) -> Optional[str]:
+    """None when ``name`` can run on ``device_type`` for a caller that accepts ``allowed``, else why not
+    and what would fix it."""
+    if name not in allowed:
+        return f"not supported by this module, which runs on {', '.join(allowed)} only"
     if name == "torch":
         return None
     if name == "triton":
@@ -71,14 +74,14 @@ def _resolve(backend: str, device_type: str, env: Optional[str], allowed: Tuple[
             raise ValueError(f"{source}: {err}") from None
     skipped = []
     if backend in ALIASES:
-        reason = _unavailable_reason(name, device_type) if name in allowed else "not supported here"
+        reason = _unavailable_reason(name, device_type, allowed)
         if reason is None:
             return name
         name = "auto"
         skipped.append(f"{source} means native, which is unavailable: {reason}")
     if name == "auto":
         for candidate in _AUTO_ORDER.get(device_type, ("torch",)):
-            reason = _unavailable_reason(candidate, device_type) if candidate in allowed else "not supported here"
+            reason = _unavailable_reason(candidate, device_type, allowed)
             if reason is None:
                 # Logging inside a torch.compile trace would break the graph; the eager call logs.
                 if not torch.compiler.is_compiling():
@@ -87,7 +90,7 @@ def _resolve(backend: str, device_type: str, env: Optional[str], allowed: Tuple[
                 return candidate
             skipped.append(f"{candidate} skipped: {reason}")
     if name not in allowed:
-        raise ValueError(f"{source} is not supported here: this module runs on {', '.join(allowed)} only")
+        raise ValueError(f"{source}: {_unavailable_reason(name, device_type, allowed)}")
     reason = _unavailable_reason(name, device_type)
     if reason is not None:
         raise BackendUnavailableError(f"{source} is not available on {device_type}: {reason}")

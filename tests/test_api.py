@@ -240,7 +240,7 @@ def test_per_step_neurons_honour_explicit_backend_requests(monkeypatch):
     node = Custom(step_mode="m")
     node(rand_seq(2, 3))
     monkeypatch.setenv(backends.ENV_VAR, "triton")
-    with pytest.raises(ValueError, match="FASTSPIKE_BACKEND='triton' is not supported here"):
+    with pytest.raises(ValueError, match="FASTSPIKE_BACKEND='triton': not supported by this module"):
         node(rand_seq(2, 3))
     monkeypatch.setenv(backends.ENV_VAR, "gpu")
     with pytest.raises(ValueError, match="FASTSPIKE_BACKEND='gpu': unknown backend"):
