@@ -104,7 +104,7 @@ class BaseNode(StepModeMixin, nn.Module):
     @backend.setter
     def backend(self, value: str):
         backends.canonical(value)
-        if value in ("triton", "native") and self._per_step():
+        if value not in self.supported_backends:
             raise ValueError(f"{type(self).__name__} overrides SpikingJelly's per-step hooks and runs on "
                              f"backend 'torch' only, got {value!r}")
         self._backend = value
