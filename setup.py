@@ -1,8 +1,93 @@
-"""Build script.
+"""Build script: metadata lives in pyproject.toml; this file adds the optional compiled extension.
 
-All metadata lives in pyproject.toml. This file exists so the optional C++/CUDA extension (csrc/) can be
-added as `ext_modules` without changing how the package is installed.
+``fastspike._C`` is built from csrc/:
+- with CUDA kernels when a CUDA toolkit is found ($CUDA_HOME or $CUDA_PATH, else /usr/local/cuda, else the
+  toolkit of the ``nvcc`` on PATH), for the architectures in $TORCH_CUDA_ARCH_LIST (default sm_80, sm_90
+  and PTX for newer GPUs);
+- CPU-only when there is no toolkit or FASTSPIKE_NO_CUDA=1;
+- not at all (pure Python, backend 'torch' and 'triton' only) when FASTSPIKE_SKIP_BUILD=1, when torch
+  is not importable at build time, or when no C++ compiler is found.
+$MAX_JOBS bounds parallel compile jobs (ninja). The build records a hash of csrc/ so a stale build is
+detected at run time (fastspike.native).
 """
+import os
+import runpy
+import shutil
+import sys
+
 from setuptools import setup
 
-setup()
+HERE = os.path.dirname(os.path.abspath(__file__))
+CSRC = os.path.join(HERE, "csrc")
+
+
+def note(msg):
+    print(f"fastspike setup: {msg}", file=sys.stderr)
+
+
+def find_cuda_home():
+    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"]
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        # The nvcc on PATH can be a wrapper script; the toolkit is where the real binary lives.
+        candidates.append(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
+    for home in candidates:
+        if home and os.path.isfile(os.path.join(home, "bin", "nvcc")) and \
+                os.path.isfile(os.path.join(home, "include", "cuda_runtime.h")):
+            return home
+    return None
+
+
+def extension_kwargs():
+    if os.environ.get("FASTSPIKE_SKIP_BUILD") == "1":
+        note("FASTSPIKE_SKIP_BUILD=1: pure-Python install, no fastspike._C")
+        return {}
+    if not os.path.isdir(CSRC):
+        return {}
+    if shutil.which(os.environ.get("CXX", "c++")) is None:
+        note("no C++ compiler found: pure-Python install, no fastspike._C")
+        return {}
+    cuda_home = None if os.environ.get("FASTSPIKE_NO_CUDA") == "1" else find_cuda_home()
+    if cuda_home:
+        # torch.utils.cpp_extension reads these when imported.
+        os.environ["CUDA_HOME"] = cuda_home
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
+    try:
+        from torch.utils import cpp_extension
+    except ImportError:
+        note("torch is not importable at build time: pure-Python install, no fastspike._C")
+        return {}
+
+    digest = runpy.run_path(os.path.join(HERE, "fastspike", "_source_hash.py"))["source_hash"](CSRC)
+    # A bare hex token, stringified in ops.cpp: quotes would not survive both ninja's shell and distutils.
+    defines = [f"-DFASTSPIKE_SOURCE_HASH={digest}"]
+    # No FMA contraction (it would change fp32 results); no trapping/errno semantics, which only block
+    # vectorising the branch-free loops and never change a result.
+    cxx = ["-O3", "-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno", "-fopenmp"]
+    sources = [os.path.join("csrc", "ops.cpp"), os.path.join("csrc", "neuron_cpu.cpp")]
+    if cuda_home:
+        defines.append("-DFASTSPIKE_WITH_CUDA")
+        sources.append(os.path.join("csrc", "neuron_cuda.cu"))
+        include_dirs = []
+        # ATen's CUDA headers want cuBLAS/cuSPARSE headers, which a bare toolkit may lack but torch's
+        # nvidia-* wheels ship.
+        try:
+            import nvidia
+            include_dirs += [os.path.join(p, "cu13", "include") for p in nvidia.__path__
+                             if os.path.isdir(os.path.join(p, "cu13", "include"))]
+        except ImportError:
+            pass
+        ext = cpp_extension.CUDAExtension(
+            "fastspike._C", sources, include_dirs=include_dirs, extra_link_args=["-fopenmp"],
+            extra_compile_args={"cxx": cxx + defines, "nvcc": ["-O3", "-fmad=false"] + defines})
+        note(f"building fastspike._C with CUDA ({cuda_home}, archs {os.environ['TORCH_CUDA_ARCH_LIST']})")
+    else:
+        ext = cpp_extension.CppExtension("fastspike._C", sources, extra_link_args=["-fopenmp"],
+                                         extra_compile_args={"cxx": cxx + defines})
+        note("building fastspike._C for CPU only (no CUDA toolkit found)")
+    use_ninja = shutil.which("ninja") is not None
+    return {"ext_modules": [ext],
+            "cmdclass": {"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=use_ninja)}}
+
+
+setup(**extension_kwargs())

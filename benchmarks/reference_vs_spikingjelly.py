@@ -13,6 +13,7 @@ import argparse
 import ctypes
 import csv
 import datetime
+import functools
 import platform
 import statistics
 import subprocess
@@ -61,15 +62,16 @@ def time_ms(fn, repeats: int, warmup: int = 10):
 
 
 def providers(kind: str):
-    if kind == "IF":
-        return {"fastspike torch": lambda: neuron.IFNode(surrogate_function=surrogate.ATan(), step_mode="m",
-                                                         backend="torch"),
-                "SpikingJelly 0.0.0.0.14 torch": lambda: sj_neuron.IFNode(
-                    surrogate_function=sj_surrogate.ATan(), step_mode="m", backend="torch")}
-    return {"fastspike torch": lambda: neuron.LIFNode(tau=2.0, surrogate_function=surrogate.ATan(), step_mode="m",
-                                                      backend="torch"),
-            "SpikingJelly 0.0.0.0.14 torch": lambda: sj_neuron.LIFNode(
-                tau=2.0, surrogate_function=sj_surrogate.ATan(), step_mode="m", backend="torch")}
+    """name -> module factory: every fastspike backend available on CPU, then SpikingJelly's torch backend."""
+    options = {"IF": {}, "LIF": {"tau": 2.0}}[kind]
+    node, sj_node = getattr(neuron, f"{kind}Node"), getattr(sj_neuron, f"{kind}Node")
+    made = {f"fastspike {b}": functools.partial(node, surrogate_function=surrogate.ATan(), step_mode="m",
+                                                backend=b, **options)
+            for b in fastspike.backends.BACKENDS
+            if fastspike.backends._unavailable_reason(b, "cpu") is None}
+    made["SpikingJelly 0.0.0.0.14 torch"] = functools.partial(
+        sj_node, surrogate_function=sj_surrogate.ATan(), step_mode="m", backend="torch", **options)
+    return made
 
 
 def measure(shape, kind, repeats):

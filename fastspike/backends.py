@@ -20,7 +20,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
-from . import reference
+from . import native, reference
 
 logger = logging.getLogger("fastspike")
 
@@ -56,8 +56,7 @@ def _unavailable_reason(name: str, device_type: str, allowed: Tuple[str, ...] = 
     if name == "triton":
         return ("this version of fastspike ships no Triton kernels yet; use backend='torch' (or 'auto') "
                 "until a release with the Triton backend is installed")
-    return ("this version of fastspike ships no compiled extension (fastspike._C) yet; use "
-            "backend='torch' (or 'auto') until a release with the native backend is installed")
+    return native.unavailable_reason(device_type)
 
 
 _RESOLVED: Dict[tuple, str] = {}
@@ -93,7 +92,8 @@ def _resolve(backend: str, device_type: str, env: Optional[str], allowed: Tuple[
         raise ValueError(f"{source}: {_unavailable_reason(name, device_type, allowed)}")
     reason = _unavailable_reason(name, device_type)
     if reason is not None:
-        raise BackendUnavailableError(f"{source} is not available on {device_type}: {reason}")
+        raise BackendUnavailableError(f"{source} is not available on {device_type}: {reason} "
+                                      f"(backend='auto' uses what is available)")
     return name
 
 
@@ -118,4 +118,4 @@ def multistep_impl(backend: str, device: torch.device) -> Callable:
     return _IMPLS[resolve(backend, device)]
 
 
-_IMPLS = {"torch": reference.multistep}
+_IMPLS = {"torch": reference.multistep, "native": native.multistep}

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import fastspike
-from fastspike import backends, functional, layer, neuron, surrogate
+from fastspike import backends, functional, layer, native, neuron, surrogate
 from helpers import assert_bitwise_equal, assert_grad_close
 
 NODES = [
@@ -118,21 +118,40 @@ def test_reset_net_set_step_mode_and_set_backend():
         functional.set_step_mode(net, "x")
 
 
-def test_auto_backend_uses_torch_on_cpu_and_logs_once(caplog):
+def test_auto_backend_prefers_native_on_cpu_and_logs_once(caplog):
+    expected = "native" if native.unavailable_reason("cpu") is None else "torch"
     backends._RESOLVED.clear()
     with caplog.at_level(logging.INFO, logger="fastspike"):
         for _ in range(3):
             neuron.LIFNode(step_mode="m")(rand_seq(2, 3))
     messages = [r.getMessage() for r in caplog.records if r.name == "fastspike"]
-    assert len(messages) == 1 and "'torch'" in messages[0], messages
-    assert backends.resolve("auto", torch.device("cpu")) == "torch"
+    assert len(messages) == 1 and f"'{expected}'" in messages[0], messages
+    assert backends.resolve("auto", torch.device("cpu")) == expected
 
 
-@pytest.mark.parametrize("name", ["triton", "native"])
-def test_explicit_unavailable_backend_raises_with_a_remedy(name):
-    node = neuron.LIFNode(step_mode="m", backend=name)
-    with pytest.raises(fastspike.BackendUnavailableError, match="backend='torch'"):
-        node(rand_seq(2, 3))
+def test_auto_falls_back_to_torch_and_says_why_when_native_is_missing(caplog, monkeypatch):
+    monkeypatch.setattr(native, "_load", lambda: (None, "fastspike._C is not built: reinstall"))
+    backends._RESOLVED.clear()
+    try:
+        with caplog.at_level(logging.INFO, logger="fastspike"):
+            neuron.LIFNode(step_mode="m")(rand_seq(2, 3))
+        messages = [r.getMessage() for r in caplog.records if r.name == "fastspike"]
+        assert len(messages) == 1 and "'torch'" in messages[0] and "not built" in messages[0], messages
+        node = neuron.LIFNode(step_mode="m", backend="native")
+        with pytest.raises(fastspike.BackendUnavailableError, match="not built: reinstall.*backend='auto'"):
+            node(rand_seq(2, 3))
+    finally:
+        backends._RESOLVED.clear()
+
+
+def test_explicit_unavailable_backend_raises_with_a_remedy():
+    unavailable = [b for b in ("triton", "native") if backends._unavailable_reason(b, "cpu") is not None]
+    if not unavailable:
+        pytest.skip("every backend runs on CPU here")
+    for name in unavailable:
+        node = neuron.LIFNode(step_mode="m", backend=name)
+        with pytest.raises(fastspike.BackendUnavailableError, match="backend='auto'"):
+            node(rand_seq(2, 3))
 
 
 def test_backend_environment_variable_overrides_auto(monkeypatch):
@@ -163,7 +182,10 @@ def test_spikingjelly_backend_names_fall_back_and_say_why(alias, caplog):
         assert_bitwise_equal(node(x), reference(x), "spikes")
         node(x)
     messages = [r.getMessage() for r in caplog.records if r.name == "fastspike"]
-    assert len(messages) == 1 and f"backend={alias!r}" in messages[0] and "native" in messages[0], messages
+    if native.unavailable_reason("cpu") is None:
+        assert messages == [] and backends.resolve(alias, torch.device("cpu")) == "native"
+    else:
+        assert len(messages) == 1 and f"backend={alias!r}" in messages[0] and "native" in messages[0], messages
 
 
 def test_custom_neurons_reject_compiled_backends_and_base_node_is_abstract():
@@ -388,4 +410,5 @@ def test_auto_choice_is_logged_even_when_first_resolved_under_compile(caplog):
     torch.compile(node, fullgraph=True)(rand_seq(2, 3))
     with caplog.at_level(logging.INFO, logger="fastspike"):
         neuron.IFNode(step_mode="m")(rand_seq(2, 3))
-    assert any("uses 'torch'" in r.getMessage() for r in caplog.records if r.name == "fastspike")
+    expected = backends.resolve("auto", torch.device("cpu"))
+    assert any(f"uses '{expected}'" in r.getMessage() for r in caplog.records if r.name == "fastspike")

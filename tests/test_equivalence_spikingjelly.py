@@ -1,19 +1,29 @@
-"""fastspike's reference backend against SpikingJelly 0.0.0.0.14's torch backend (training mode).
+"""fastspike against SpikingJelly 0.0.0.0.14's torch backend (training mode), for the reference backend and
+the native kernels when they are built (every test runs once per backend).
 
 Forward spikes and membrane potentials must be bit-identical in fp32 (and fp64); gradients of the inputs
 within 1e-5 of their scale. Every case runs two calls so the carried-over state is covered too.
 """
 import itertools
+import sys
 
 import pytest
 import torch
 from spikingjelly.activation_based import neuron as sj_neuron
 from spikingjelly.activation_based import surrogate as sj_surrogate
 
-from fastspike import functional, neuron, surrogate
+from fastspike import backends, functional, neuron, surrogate
 from helpers import assert_bitwise_equal, assert_grad_close, weights_like
 
 SHAPES = [(5, 3, 7), (3, 2, 3, 5)]
+BACKEND = "torch"
+
+
+@pytest.fixture(autouse=True, params=[b for b in ("torch", "native") if backends._unavailable_reason(b, "cpu") is None])
+def backend(request, monkeypatch):
+    """The fastspike backend the neurons of this module are built with."""
+    monkeypatch.setattr(sys.modules[__name__], "BACKEND", request.param)
+    return request.param
 
 
 def _cases():
@@ -36,7 +46,7 @@ def make_pair(kind, extra, v_reset, detach, step_mode, sj_sg=None, fs_sg=None, s
     common = dict(v_threshold=0.7 if v_reset == -0.3 else 1.0, v_reset=v_reset, detach_reset=detach,
                   step_mode=step_mode, store_v_seq=store)
     sj = getattr(sj_neuron, _CLASSES[kind][0])(surrogate_function=sj_sg or sj_surrogate.ATan(), **common, **extra)
-    fs = getattr(neuron, _CLASSES[kind][1])(surrogate_function=fs_sg or surrogate.ATan(), backend="torch",
+    fs = getattr(neuron, _CLASSES[kind][1])(surrogate_function=fs_sg or surrogate.ATan(), backend=BACKEND,
                                              **common, **extra)
     return sj, fs
 
@@ -181,7 +191,7 @@ def test_initial_state_gradient_matches_spikingjelly(kind, extra, v_reset, detac
     if kind == "lif":
         v_init = v0.clone().requires_grad_()
         s, v = functional.lif_multistep(x, v_init, v_threshold=fs.v_threshold, v_reset=v_reset, detach_reset=detach,
-                                        surrogate_function=surrogate.ATan(), backend="torch", **extra)
+                                        surrogate_function=surrogate.ATan(), backend=BACKEND, **extra)
         (s * weights_like(s, 0)).sum().add((v * weights_like(v, 1)).sum()).backward()
         assert_grad_close(v_init.grad, grads[0], what="functional grad v_init")
 
@@ -194,7 +204,7 @@ def test_more_constants_and_non_contiguous_inputs(kind, extra, v_threshold, v_re
     common = dict(v_threshold=v_threshold, v_reset=v_reset, step_mode="m", store_v_seq=True)
     cls = _CLASSES[kind][0]
     sj = getattr(sj_neuron, cls)(surrogate_function=sj_surrogate.Sigmoid(), **common, **extra)
-    fs = getattr(neuron, cls)(surrogate_function=surrogate.Sigmoid(), backend="torch", **common, **extra)
+    fs = getattr(neuron, cls)(surrogate_function=surrogate.Sigmoid(), backend=BACKEND, **common, **extra)
     base = make_inputs((3, 2, 5, 4, 3), seed=8, dtype=torch.float32)
     if layout == "transposed":
         inputs = [x.transpose(1, 3) for x in base]

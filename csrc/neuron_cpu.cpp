@@ -1,0 +1,197 @@
+// CPU kernels: neurons are split into chunks of kCpuChunk run in parallel (at::parallel_for, so
+// torch.set_num_threads applies); each chunk keeps its state in a stack array and walks the T steps, with
+// a branch-free inner loop over the chunk's neurons that the compiler vectorises. The charge mode and the
+// reset (and, backward, the surrogate) are template parameters so that loop has no switch in it.
+#include "neuron.h"
+
+#include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+namespace fastspike {
+namespace {
+
+// Calls f(std::integral_constant<int, value>) for the one value in Vs equal to `value`.
+template <int... Vs, typename F>
+void dispatch_int(int value, std::integer_sequence<int, Vs...>, F&& f) {
+  ((value == Vs ? (f(std::integral_constant<int, Vs>{}), 0) : 0), ...);
+}
+
+template <typename F>
+void dispatch_bool(bool value, F&& f) {
+  if (value) f(std::true_type{}); else f(std::false_type{});
+}
+
+// Splitting is by chunk index, never by thread count, so PLIF's partial sums (and their order) are
+// the same whatever torch.get_num_threads() is: grad_w is reproducible bit for bit.
+template <typename F>
+void for_each_chunk(int64_t T, int64_t N, F&& f) {
+  const int64_t chunks = cpu_num_chunks(N);
+  // Keep at least ~64k element-steps per task so small layers are not dominated by thread wake-ups.
+  const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, kCpuChunk * T));
+  at::parallel_for(0, chunks, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t ch = begin; ch < end; ++ch) {
+      const int64_t j0 = ch * kCpuChunk;
+      f(ch, j0, std::min(kCpuChunk, N - j0));
+    }
+  });
+}
+
+template <typename T>
+T load_scalar(const void* p) { return p ? *static_cast<const T*>(p) : T(0); }
+
+// Input and spike conversions the vectoriser can see through (c10's fp16/bf16 conversions are calls).
+template <typename S, typename T>
+T load_input(const S* p, int64_t i) { return static_cast<T>(p[i]); }
+template <>
+float load_input<c10::BFloat16, float>(const c10::BFloat16* p, int64_t i) {
+  const uint32_t bits = static_cast<uint32_t>(reinterpret_cast<const uint16_t*>(p)[i]) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+
+template <typename S, typename T>
+void store_spike(S* p, int64_t i, T s) { p[i] = static_cast<S>(s); }
+template <>
+void store_spike<c10::Half, float>(c10::Half* p, int64_t i, float s) {
+  reinterpret_cast<uint16_t*>(p)[i] = s != 0.0f ? 0x3C00 : 0;  // fp16 1.0
+}
+template <>
+void store_spike<c10::BFloat16, float>(c10::BFloat16* p, int64_t i, float s) {
+  reinterpret_cast<uint16_t*>(p)[i] = s != 0.0f ? 0x3F80 : 0;  // bf16 1.0
+}
+
+template <typename S, typename T, int MODE, bool HARD>
+void forward_chunk(const ForwardArgs& a, const NeuronConsts<T>& c, T k, T km, int64_t j0, int64_t n) {
+  T v[kCpuChunk], h[kCpuChunk];
+  const T* __restrict__ v_init = static_cast<const T*>(a.v_init);
+  for (int64_t i = 0; i < n; ++i) v[i] = v_init ? v_init[j0 + i] : static_cast<T>(a.v_init_value);
+  const S* __restrict__ x = static_cast<const S*>(a.x) + j0;
+  S* __restrict__ spike = static_cast<S*>(a.spike) + j0;
+  T* __restrict__ h_seq = a.h_seq ? static_cast<T*>(a.h_seq) + j0 : nullptr;
+  T* __restrict__ v_seq = a.v_seq ? static_cast<T*>(a.v_seq) + j0 : nullptr;
+  for (int64_t t = 0; t < a.T; ++t) {
+    const int64_t o = t * a.N;
+    // No branches in here, or it does not vectorise; the optional outputs are copied from L1 after.
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) {
+      h[i] = charge<T>(MODE, c, v[i], load_input<S, T>(x, o + i), k, km);
+      const T s = fire(c, h[i]);
+      v[i] = reset(HARD, c, h[i], s);
+      store_spike<S, T>(spike, o + i, s);
+    }
+    if (h_seq) std::memcpy(h_seq + o, h, n * sizeof(T));
+    if (v_seq) std::memcpy(v_seq + o, v, n * sizeof(T));
+  }
+  T* __restrict__ v_last = static_cast<T*>(a.v_last) + j0;
+  for (int64_t i = 0; i < n; ++i) v_last[i] = v[i];
+}
+
+template <typename S, typename T>
+void forward_typed(const ForwardArgs& a) {
+  const NeuronConsts<T> c = make_consts<T>(a.mode, a.v_threshold, a.v_reset, a.tau, 0, 1.0);
+  const T k = load_scalar<T>(a.k), km = load_scalar<T>(a.km);
+  dispatch_int(a.mode, std::make_integer_sequence<int, kNumChargeModes>{}, [&](auto mode) {
+    dispatch_bool(a.hard, [&](auto hard) {
+      for_each_chunk(a.T, a.N, [&](int64_t, int64_t j0, int64_t n) {
+        forward_chunk<S, T, decltype(mode)::value, decltype(hard)::value>(a, c, k, km, j0, n);
+      });
+    });
+  });
+}
+
+// PLIF: 0 for IF/LIF, 1 for PLIF with decay_input, 2 without (dh/dk has a different form).
+template <typename S, typename T, int PLIF, bool HARD, bool DETACH, int SG>
+double backward_chunk(const BackwardArgs& a, const NeuronConsts<T>& c, T k, T km, int64_t j0, int64_t n) {
+  T grad_v[kCpuChunk], v_prev[kCpuChunk];
+  const T* __restrict__ grad_v_last = static_cast<const T*>(a.grad_v_last) + j0;
+  for (int64_t i = 0; i < n; ++i) grad_v[i] = grad_v_last[i];
+  const S* __restrict__ grad_spike = static_cast<const S*>(a.grad_spike) + j0;
+  const T* __restrict__ grad_v_seq = a.grad_v_seq ? static_cast<const T*>(a.grad_v_seq) + j0 : nullptr;
+  const T* __restrict__ h_seq = static_cast<const T*>(a.h_seq) + j0;
+  const T* __restrict__ v_init = a.v_init ? static_cast<const T*>(a.v_init) + j0 : nullptr;
+  S* __restrict__ grad_x = static_cast<S*>(a.grad_x) + j0;
+  const T dh_dx = PLIF ? (PLIF == 1 ? k : T(1)) : c.dh_dx;
+  const T dh_dv = PLIF ? km : c.dh_dv;
+  double grad_k = 0.0;
+  for (int64_t t = a.T - 1; t >= 0; --t) {
+    const int64_t o = t * a.N;
+    // The optional and PLIF-only inputs are gathered in separate loops so the main one has no branches.
+    if (grad_v_seq) {
+      for (int64_t i = 0; i < n; ++i) grad_v[i] += grad_v_seq[o + i];
+    }
+    if (PLIF) {
+      for (int64_t i = 0; i < n; ++i) {
+        if (t > 0) {
+          const T hp = h_seq[o - a.N + i];
+          v_prev[i] = reset(HARD, c, hp, fire(c, hp));
+        } else {
+          v_prev[i] = v_init ? v_init[i] : static_cast<T>(a.v_init_value);
+        }
+      }
+    }
+#pragma omp simd reduction(+ : grad_k)
+    for (int64_t i = 0; i < n; ++i) {
+      const T h = h_seq[o + i];
+      const T gh = grad_h_step<T>(SG, HARD, DETACH, c, load_input<S, T>(grad_spike, o + i), grad_v[i], h);
+      grad_x[o + i] = static_cast<S>(gh * dh_dx);
+      if (PLIF) {
+        // -(v - v_reset) equals -v exactly when v_reset is 0, so the two no-decay forms share one.
+        grad_k += static_cast<double>(gh * plif_dh_dk<T>(PLIF == 1 ? kPlifDecay : kPlifNoDecay, c, h, v_prev[i], k));
+      }
+      grad_v[i] = gh * dh_dv;
+    }
+  }
+  T* __restrict__ grad_v_init = static_cast<T*>(a.grad_v_init) + j0;
+  for (int64_t i = 0; i < n; ++i) grad_v_init[i] = grad_v[i];
+  return grad_k;
+}
+
+template <typename S, typename T>
+void backward_typed(const BackwardArgs& a) {
+  const NeuronConsts<T> c = make_consts<T>(a.mode, a.v_threshold, a.v_reset, a.tau, a.surrogate, a.alpha);
+  const T k = load_scalar<T>(a.k), km = load_scalar<T>(a.km);
+  dispatch_int(a.surrogate, std::make_integer_sequence<int, kNumSurrogates>{}, [&](auto sg) {
+    const int plif = !is_plif(a.mode) ? 0 : (a.mode == kPlifDecayZero || a.mode == kPlifDecay) ? 1 : 2;
+    dispatch_int(plif, std::integer_sequence<int, 0, 1, 2>{}, [&](auto plif) {
+      dispatch_bool(a.hard, [&](auto hard) {
+        dispatch_bool(a.detach_reset, [&](auto detach) {
+          for_each_chunk(a.T, a.N, [&](int64_t ch, int64_t j0, int64_t n) {
+            const double gk = backward_chunk<S, T, decltype(plif)::value, decltype(hard)::value,
+                                             decltype(detach)::value, decltype(sg)::value>(a, c, k, km, j0, n);
+            if (a.grad_k_partial) a.grad_k_partial[ch] = gk;
+          });
+        });
+      });
+    });
+  });
+}
+
+}  // namespace
+
+int64_t cpu_num_chunks(int64_t N) { return (N + kCpuChunk - 1) / kCpuChunk; }
+
+void forward_cpu(const ForwardArgs& a, int dtype) {
+  switch (dtype) {
+    case kFloat: return forward_typed<float, float>(a);
+    case kHalf: return forward_typed<c10::Half, float>(a);
+    case kBFloat16: return forward_typed<c10::BFloat16, float>(a);
+    default: return forward_typed<double, double>(a);
+  }
+}
+
+void backward_cpu(const BackwardArgs& a, int dtype) {
+  switch (dtype) {
+    case kFloat: return backward_typed<float, float>(a);
+    case kHalf: return backward_typed<c10::Half, float>(a);
+    case kBFloat16: return backward_typed<c10::BFloat16, float>(a);
+    default: return backward_typed<double, double>(a);
+  }
+}
+
+}  // namespace fastspike

@@ -1,0 +1,240 @@
+// CUDA kernels: one thread per VEC adjacent neurons with the whole T loop inside, state in registers.
+// VEC is chosen so a thread moves 16 bytes of input per step (4 fp32, 8 fp16/bf16, 2 fp64) when N and
+// every pointer allow it, else 1. Compiled with -fmad=false: an FMA contraction would change fp32 results.
+// No torch headers here (nvcc on 2 cores is slow enough); ops.cpp allocates and calls the launchers.
+#include "neuron.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+namespace fastspike {
+namespace {
+
+constexpr int kThreads = 128;
+
+__device__ __forceinline__ float to_state(float v, float) { return v; }
+__device__ __forceinline__ float to_state(__half v, float) { return __half2float(v); }
+__device__ __forceinline__ float to_state(__nv_bfloat16 v, float) { return __bfloat162float(v); }
+__device__ __forceinline__ double to_state(double v, double) { return v; }
+
+template <typename S> __device__ __forceinline__ S from_state(float v);
+template <> __device__ __forceinline__ float from_state<float>(float v) { return v; }
+template <> __device__ __forceinline__ __half from_state<__half>(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_state<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+template <typename S> __device__ __forceinline__ S from_state(double v) { return v; }
+
+template <typename U, int VEC>
+struct alignas(sizeof(U) * VEC) Pack {
+  U v[VEC];
+};
+
+template <typename U, int VEC>
+__device__ __forceinline__ Pack<U, VEC> load(const void* base, int64_t i) {
+  return *reinterpret_cast<const Pack<U, VEC>*>(static_cast<const U*>(base) + i);
+}
+
+template <typename U, int VEC>
+__device__ __forceinline__ void store(void* base, int64_t i, const Pack<U, VEC>& p) {
+  *reinterpret_cast<Pack<U, VEC>*>(static_cast<U*>(base) + i) = p;
+}
+
+template <typename T>
+__device__ __forceinline__ T load_scalar(const void* p) { return p ? *static_cast<const T*>(p) : T(0); }
+
+template <typename S, typename T, int VEC>
+__global__ void __launch_bounds__(kThreads) neuron_fwd_kernel(const ForwardArgs a, const NeuronConsts<T> c) {
+  const int64_t j = (static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x) * VEC;
+  if (j >= a.N) return;
+  const T k = load_scalar<T>(a.k), km = load_scalar<T>(a.km);
+  T v[VEC];
+  if (a.v_init) {
+    const Pack<T, VEC> p = load<T, VEC>(a.v_init, j);
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) v[i] = p.v[i];
+  } else {
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) v[i] = static_cast<T>(a.v_init_value);
+  }
+  for (int64_t t = 0; t < a.T; ++t) {
+    const int64_t o = t * a.N + j;
+    const Pack<S, VEC> x = load<S, VEC>(a.x, o);
+    Pack<S, VEC> s;
+    Pack<T, VEC> h, vs;
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) {
+      h.v[i] = charge<T>(a.mode, c, v[i], to_state(x.v[i], T(0)), k, km);
+      const T spike = fire(c, h.v[i]);
+      v[i] = reset(a.hard, c, h.v[i], spike);
+      s.v[i] = from_state<S>(spike);
+      vs.v[i] = v[i];
+    }
+    store<S, VEC>(a.spike, o, s);
+    if (a.h_seq) store<T, VEC>(a.h_seq, o, h);
+    if (a.v_seq) store<T, VEC>(a.v_seq, o, vs);
+  }
+  Pack<T, VEC> last;
+#pragma unroll
+  for (int i = 0; i < VEC; ++i) last.v[i] = v[i];
+  store<T, VEC>(a.v_last, j, last);
+}
+
+// Sums one double per thread over the block in a fixed order; thread 0 gets the result.
+__device__ double block_sum(double x) {
+  __shared__ double warp_sums[kThreads / 32];
+#pragma unroll
+  for (int d = 16; d > 0; d >>= 1) x += __shfl_down_sync(0xffffffffu, x, d);
+  if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = x;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    x = warp_sums[0];
+    for (int w = 1; w < kThreads / 32; ++w) x += warp_sums[w];
+  }
+  return x;
+}
+
+template <typename S, typename T, int VEC>
+__global__ void __launch_bounds__(kThreads) neuron_bwd_kernel(const BackwardArgs a, const NeuronConsts<T> c) {
+  const int64_t j = (static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x) * VEC;
+  const bool plif = is_plif(a.mode);
+  double grad_k = 0.0;
+  if (j < a.N) {
+    const T k = load_scalar<T>(a.k), km = load_scalar<T>(a.km);
+    const bool decay = a.mode == kPlifDecayZero || a.mode == kPlifDecay;
+    const T dh_dx = plif ? (decay ? k : T(1)) : c.dh_dx;
+    const T dh_dv = plif ? km : c.dh_dv;
+    T grad_v[VEC];
+    const Pack<T, VEC> gl = load<T, VEC>(a.grad_v_last, j);
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) grad_v[i] = gl.v[i];
+    // h of step t-1 is loaded one iteration early: PLIF needs it for v_{t-1}, and every kind reads it next.
+    Pack<T, VEC> h = load<T, VEC>(a.h_seq, (a.T - 1) * a.N + j);
+    for (int64_t t = a.T - 1; t >= 0; --t) {
+      const int64_t o = t * a.N + j;
+      Pack<T, VEC> hp;
+      if (t > 0) {
+        hp = load<T, VEC>(a.h_seq, o - a.N);
+      } else if (a.v_init) {
+        hp = load<T, VEC>(a.v_init, j);
+      }
+      const Pack<S, VEC> gs = load<S, VEC>(a.grad_spike, o);
+      Pack<T, VEC> gvs;
+      if (a.grad_v_seq) gvs = load<T, VEC>(a.grad_v_seq, o);
+      Pack<S, VEC> gx;
+#pragma unroll
+      for (int i = 0; i < VEC; ++i) {
+        const T gv = a.grad_v_seq ? grad_v[i] + gvs.v[i] : grad_v[i];
+        const T gh = grad_h_step<T>(a.surrogate, a.hard, a.detach_reset, c, to_state(gs.v[i], T(0)), gv, h.v[i]);
+        gx.v[i] = from_state<S>(gh * dh_dx);
+        if (plif) {
+          const T v_prev = t > 0 ? reset(a.hard, c, hp.v[i], fire(c, hp.v[i]))
+                                 : (a.v_init ? hp.v[i] : static_cast<T>(a.v_init_value));
+          grad_k += static_cast<double>(gh * plif_dh_dk<T>(a.mode, c, h.v[i], v_prev, k));
+        }
+        grad_v[i] = gh * dh_dv;
+      }
+      store<S, VEC>(a.grad_x, o, gx);
+      h = hp;
+    }
+    Pack<T, VEC> gvi;
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) gvi.v[i] = grad_v[i];
+    store<T, VEC>(a.grad_v_init, j, gvi);
+  }
+  if (a.grad_k_partial) {
+    const double total = block_sum(grad_k);
+    if (threadIdx.x == 0) a.grad_k_partial[blockIdx.x] = total;
+  }
+}
+
+bool aligned(const void* p, int bytes) { return p == nullptr || reinterpret_cast<uintptr_t>(p) % bytes == 0; }
+
+// 16-byte input packs when N and every pointer allow it, else one neuron per thread.
+template <typename S, typename T>
+int pick_vec(int64_t N, std::initializer_list<const void*> inputs, std::initializer_list<const void*> states) {
+  constexpr int vec = 16 / sizeof(S);
+  if (N % vec != 0) return 1;
+  for (const void* p : inputs) if (!aligned(p, vec * sizeof(S))) return 1;
+  for (const void* p : states) if (!aligned(p, vec * sizeof(T))) return 1;
+  return vec;
+}
+
+template <typename S, typename T>
+int forward_vec(const ForwardArgs& a) {
+  return pick_vec<S, T>(a.N, {a.x, a.spike}, {a.v_last, a.v_seq, a.h_seq, a.v_init});
+}
+
+template <typename S, typename T>
+int backward_vec(const BackwardArgs& a) {
+  return pick_vec<S, T>(a.N, {a.grad_spike, a.grad_x}, {a.grad_v_last, a.grad_v_seq, a.h_seq, a.v_init, a.grad_v_init});
+}
+
+int64_t num_blocks(int64_t N, int vec) { return ((N + vec - 1) / vec + kThreads - 1) / kThreads; }
+
+void check_launch(const char* what) {
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) throw std::runtime_error(std::string("fastspike: ") + what + ": " + cudaGetErrorString(err));
+}
+
+template <typename S, typename T>
+void launch_forward(const ForwardArgs& a, cudaStream_t stream) {
+  const NeuronConsts<T> c = make_consts<T>(a.mode, a.v_threshold, a.v_reset, a.tau, 0, 1.0);
+  constexpr int V = 16 / sizeof(S);
+  if (forward_vec<S, T>(a) == V) {
+    neuron_fwd_kernel<S, T, V><<<num_blocks(a.N, V), kThreads, 0, stream>>>(a, c);
+  } else {
+    neuron_fwd_kernel<S, T, 1><<<num_blocks(a.N, 1), kThreads, 0, stream>>>(a, c);
+  }
+  check_launch("forward kernel launch");
+}
+
+template <typename S, typename T>
+void launch_backward(const BackwardArgs& a, cudaStream_t stream) {
+  const NeuronConsts<T> c = make_consts<T>(a.mode, a.v_threshold, a.v_reset, a.tau, a.surrogate, a.alpha);
+  constexpr int V = 16 / sizeof(S);
+  if (backward_vec<S, T>(a) == V) {
+    neuron_bwd_kernel<S, T, V><<<num_blocks(a.N, V), kThreads, 0, stream>>>(a, c);
+  } else {
+    neuron_bwd_kernel<S, T, 1><<<num_blocks(a.N, 1), kThreads, 0, stream>>>(a, c);
+  }
+  check_launch("backward kernel launch");
+}
+
+}  // namespace
+
+int64_t cuda_backward_blocks(const BackwardArgs& a, int dtype) {
+  switch (dtype) {
+    case kFloat: return num_blocks(a.N, backward_vec<float, float>(a));
+    case kHalf: return num_blocks(a.N, backward_vec<__half, float>(a));
+    case kBFloat16: return num_blocks(a.N, backward_vec<__nv_bfloat16, float>(a));
+    default: return num_blocks(a.N, backward_vec<double, double>(a));
+  }
+}
+
+void forward_cuda(const ForwardArgs& a, int dtype, void* stream) {
+  const auto s = static_cast<cudaStream_t>(stream);
+  switch (dtype) {
+    case kFloat: return launch_forward<float, float>(a, s);
+    case kHalf: return launch_forward<__half, float>(a, s);
+    case kBFloat16: return launch_forward<__nv_bfloat16, float>(a, s);
+    default: return launch_forward<double, double>(a, s);
+  }
+}
+
+void backward_cuda(const BackwardArgs& a, int dtype, void* stream) {
+  const auto s = static_cast<cudaStream_t>(stream);
+  switch (dtype) {
+    case kFloat: return launch_backward<float, float>(a, s);
+    case kHalf: return launch_backward<__half, float>(a, s);
+    case kBFloat16: return launch_backward<__nv_bfloat16, float>(a, s);
+    default: return launch_backward<double, double>(a, s);
+  }
+}
+
+}  // namespace fastspike

@@ -1,0 +1,108 @@
+"""A fused backend against the reference backend: the checks test_native.py and test_triton.py share.
+
+The oracle is ``backend='torch'`` (fastspike.reference), itself bit-identical to SpikingJelly. A backend
+must give bit-identical spikes, v_last and v_seq (fp32, fp64; fp16/bf16 too, since they compute in fp32
+like the reference), gradients of x_seq and v_init within 1e-5 of their scale (fp16/bf16 grad_x within one
+rounding of the input dtype), and PLIF's grad_w within 1e-5 relative.
+"""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from fastspike import functional, surrogate
+from helpers import assert_bitwise_equal, assert_grad_close, weights_like
+
+SURROGATES = [surrogate.Sigmoid(), surrogate.ATan(), surrogate.PiecewiseQuadratic(), surrogate.PiecewiseExp(),
+              surrogate.SoftSign(), surrogate.SuperSpike(), surrogate.Erf(), surrogate.FastSigmoid()]
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+# Odd sizes: a single neuron, N not a multiple of any vector width, and N across several CPU chunks.
+SHAPES = [(5, 3, 7), (3, 2, 3, 5), (1, 1), (4, 1031)]
+
+
+def grid():
+    """(kind, v_reset, decay_input, detach_reset, surrogate): every reset/decay/detach combination of every
+    kind, with the surrogates rotated through the cases so each appears with each kind."""
+    cases = []
+    for i, (kind, v_reset, decay, detach) in enumerate(itertools.product(
+            ("if", "lif", "plif"), (0.0, -0.3, None), (True, False), (False, True))):
+        if kind == "if" and not decay:
+            continue
+        cases.append((kind, v_reset, decay, detach, SURROGATES[i % len(SURROGATES)]))
+    return cases
+
+
+def case_id(case) -> str:
+    kind, v_reset, decay, detach, sg = case
+    return f"{kind}-vr{v_reset}-{'decay' if decay else 'nodecay'}-{'detach' if detach else 'attach'}-{sg.name}"
+
+
+def run(backend, case, x_seq, v_init, w, store_v_seq=True):
+    """Forward then backward of a weighted loss on every output; returns outputs and gradients."""
+    kind, v_reset, decay, detach, sg = case
+    x = x_seq.detach().clone().requires_grad_()
+    v0 = v_init.detach().clone().requires_grad_() if isinstance(v_init, torch.Tensor) else v_init
+    w0 = w.detach().clone().requires_grad_() if w is not None else None
+    common = dict(v_threshold=0.7 if v_reset == -0.3 else 1.0, v_reset=v_reset, surrogate_function=sg,
+                  detach_reset=detach, backend=backend, store_v_seq=store_v_seq)
+    if kind == "if":
+        out = functional.if_multistep(x, v0, **common)
+    elif kind == "lif":
+        out = functional.lif_multistep(x, v0, tau=3.0, decay_input=decay, **common)
+    else:
+        out = functional.plif_multistep(x, w0, v0, decay_input=decay, **common)
+    loss = sum((o.double() * weights_like(o, seed)).sum() for seed, o in enumerate(out))
+    loss.backward()
+    grads = (x.grad, v0.grad if isinstance(v0, torch.Tensor) else None, w0.grad if w0 is not None else None)
+    return tuple(o.detach() for o in out), grads
+
+
+def inputs(shape, dtype, device, seed=0, tensor_v_init=True):
+    g = torch.Generator().manual_seed(seed)
+    # Mean 0.5, sd 1.5: most neurons fire at some steps and not at others.
+    x = (torch.randn(shape, generator=g, dtype=torch.float64) * 1.5 + 0.5).to(dtype).to(device)
+    state = torch.float64 if dtype == torch.float64 else torch.float32
+    v_init = (torch.rand(shape[1:], generator=g, dtype=torch.float64) * 0.8).to(state).to(device) \
+        if tensor_v_init else 0.25
+    w = torch.tensor(-0.4, device=device)
+    return x, v_init, w
+
+
+def assert_matches_reference(backend, case, x_seq, v_init, w, store_v_seq=True):
+    """The checks of the module docstring for one case."""
+    outs, grads = run(backend, case, x_seq, v_init, w, store_v_seq)
+    ref_outs, ref_grads = run("torch", case, x_seq, v_init, w, store_v_seq)
+    for name, a, e in zip(("spike_seq", "v_last", "v_seq"), outs, ref_outs):
+        assert_bitwise_equal(a, e, f"{backend} {name}")
+    low = x_seq.dtype in (torch.float16, torch.bfloat16)
+    # One rounding of the input dtype: the reference rounds the same fp32 gradient once, the kernel too,
+    # but their fp32 values may differ in the last bits, which can move a rounding boundary.
+    rtol_x = torch.finfo(x_seq.dtype).eps if low else 1e-5
+    assert_grad_close(grads[0], ref_grads[0], rtol_x, f"{backend} grad x_seq")
+    if isinstance(v_init, torch.Tensor):
+        assert_grad_close(grads[1], ref_grads[1], 1e-5, f"{backend} grad v_init")
+    if case[0] == "plif":
+        # grad_w sums terms that cancel, so the fp32 reference itself is off by more than 1e-5 relative at
+        # times: judge both against the fp64 reference, allowing the kernel twice the reference's error.
+        v64 = v_init.double() if isinstance(v_init, torch.Tensor) else v_init
+        exact = run("torch", case, x_seq.double(), v64, w.double(), store_v_seq)[1][2].item()
+        err, ref_err = abs(grads[2].item() - exact), abs(ref_grads[2].item() - exact)
+        assert err <= max(2 * ref_err, 1e-5 * abs(exact), 1e-7), \
+            f"{backend} grad w {grads[2].item()} vs fp64 {exact} (fp32 reference {ref_grads[2].item()})"
+
+
+def poisoned_empty(monkeypatch):
+    """Make every uninitialised allocation NaN (Python and C++ alike), so an output element a kernel
+    forgets to write shows up as a mismatch against the reference."""
+    monkeypatch.setattr(torch.utils.deterministic, "fill_uninitialized_memory", True)
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    return lambda: torch.use_deterministic_algorithms(previous)
+
+
+def skip_unless_available(backend, device_type):
+    from fastspike import backends
+    reason = backends._unavailable_reason(backend, device_type)
+    return pytest.mark.skipif(reason is not None, reason=f"{backend} on {device_type}: {reason}")
