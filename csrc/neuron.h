@@ -181,7 +181,7 @@ struct BackwardArgs {
 // Input/state type pairs: 0 fp32/fp32, 1 fp16/fp32, 2 bf16/fp32, 3 fp64/fp64.
 enum DTypeCase : int { kFloat = 0, kHalf, kBFloat16, kDouble };
 
-constexpr int64_t kCpuChunk = 512;  // neurons per CPU task; the T loop runs over one chunk at a time
+constexpr int64_t kCpuChunk = 2048;  // neurons per CPU task; the T loop runs over one chunk at a time
 
 int64_t cpu_num_chunks(int64_t N);
 void forward_cpu(const ForwardArgs& a, int dtype);

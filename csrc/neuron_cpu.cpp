@@ -12,6 +12,15 @@
 #include <cstring>
 #include <utility>
 
+// The chunk loops are compiled for AVX-512, AVX2 and baseline x86-64, picked at load time (ifunc), so one
+// build runs everywhere and uses wide vectors where they exist. Results do not depend on the clone: the
+// loops use only IEEE add/sub/mul/div/compare, and contraction into FMA is off.
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#define FS_CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define FS_CPU_CLONES
+#endif
+
 namespace fastspike {
 namespace {
 
@@ -67,7 +76,7 @@ void store_spike<c10::BFloat16, float>(c10::BFloat16* p, int64_t i, float s) {
 }
 
 template <typename S, typename T, int MODE, bool HARD>
-void forward_chunk(const ForwardArgs& a, const NeuronConsts<T>& c, T k, T km, int64_t j0, int64_t n) {
+FS_CPU_CLONES void forward_chunk(const ForwardArgs& a, const NeuronConsts<T>& c, T k, T km, int64_t j0, int64_t n) {
   T v[kCpuChunk], h[kCpuChunk];
   const T* __restrict__ v_init = static_cast<const T*>(a.v_init);
   for (int64_t i = 0; i < n; ++i) v[i] = v_init ? v_init[j0 + i] : static_cast<T>(a.v_init_value);
@@ -107,7 +116,7 @@ void forward_typed(const ForwardArgs& a) {
 
 // PLIF: 0 for IF/LIF, 1 for PLIF with decay_input, 2 without (dh/dk has a different form).
 template <typename S, typename T, int PLIF, bool HARD, bool DETACH, int SG>
-double backward_chunk(const BackwardArgs& a, const NeuronConsts<T>& c, T k, T km, int64_t j0, int64_t n) {
+FS_CPU_CLONES double backward_chunk(const BackwardArgs& a, const NeuronConsts<T>& c, T k, T km, int64_t j0, int64_t n) {
   T grad_v[kCpuChunk], v_prev[kCpuChunk];
   const T* __restrict__ grad_v_last = static_cast<const T*>(a.grad_v_last) + j0;
   for (int64_t i = 0; i < n; ++i) grad_v[i] = grad_v_last[i];

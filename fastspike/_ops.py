@@ -97,6 +97,10 @@ def _setup_context(ctx, inputs, output):
     ctx.v_init_value = v_init_value
     ctx.store_v_seq = inputs[12]
     ctx.x_dtype = x_seq.dtype
+    # Unused outputs get None, not a materialised zero tensor the size of the input (h_seq never has a
+    # gradient; spike_seq or v_seq often have none).
+    ctx.set_materialize_grads(False)
+    ctx.mark_non_differentiable(output[3])
     ctx.save_for_backward(output[3], v_init, k)
 
 

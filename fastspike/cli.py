@@ -4,11 +4,18 @@
 synthetic oriented-bars task on the chosen device and, when SpikingJelly is installed, checks that the same
 network built with SpikingJelly and converted by :func:`fastspike.from_spikingjelly` gives bit-identical
 outputs and compares the time of a training step side by side.
+
+``fastspike train``: trains one of the seeds' models (:mod:`fastspike.models`) on digits, MNIST,
+Fashion-MNIST or CIFAR10-DVS frames, with checkpoints and curves (:mod:`fastspike.train`).
+
+``fastspike compare``: trains an SNN and its non-spiking twin on the same data and tabulates accuracy and
+time per training step (:mod:`fastspike.compare`).
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import os
 import sys
 import time
 import warnings
@@ -158,7 +165,42 @@ def demo(args) -> None:
     _compare_with_spikingjelly(args, device, train_x.to(device), train_y.to(device))
 
 
-def main(argv=None) -> None:
+def _training_options(p: argparse.ArgumentParser, compare: bool) -> None:
+    """The options ``train`` and ``compare`` share; None defaults mean "the model's default"."""
+    from . import data, encoding, models, train
+    names = [n for n, m in models.MODELS.items() if m.twin] if compare else list(models.MODELS)
+    listing = "; ".join(f"{n}: {models.MODELS[n].about}" for n in names)
+    p.add_argument("--model", default="csnn", choices=names, metavar="MODEL",
+                   help=f"{'the SNN (its twin is trained too)' if compare else 'model'}, default csnn; {listing}")
+    p.add_argument("--dataset", default="digits", choices=data.DATASETS,
+                   help="digits (scikit-learn's, no download; default), mnist, fashion-mnist (torchvision, "
+                        "downloaded into --data-dir), cifar10-dvs (frames in --data-dir, see docs/training.md)")
+    p.add_argument("--data-dir", default="data", help="torchvision's root, or the cifar10-dvs frames folder "
+                                                      "(default ./data)")
+    p.add_argument("--T", type=int, help="time steps (spiking models; default: the model's, csnn 4)")
+    p.add_argument("--channels", type=int, help="conv width of csnn/cnn/dvs-* (default 32, dvs 64)")
+    p.add_argument("--encoder", choices=list(encoding.ENCODERS),
+                   help="input encoding of spiking image models (default: the model's, csnn direct)")
+    p.add_argument("--loss", choices=list(encoding.LOSSES) + ["ce"],
+                   help="mse-rate, ce-rate, ce-count for SNNs, ce for ANNs (default: the model's)")
+    p.add_argument("--epochs", type=int, default=12, help="default 12")
+    p.add_argument("--batch-size", type=int, default=32, help="per process (default 32)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default: the model's, csnn 1e-3)")
+    p.add_argument("--opt", choices=train.OPTIMIZERS, help="optimizer (default: the model's, csnn adam)")
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    p.add_argument("--schedule", choices=("cosine", "const"), default="cosine",
+                   help="learning rate over the epochs (default cosine)")
+    p.add_argument("--amp", action="store_true", help="mixed precision (fp16 on CUDA, bf16 on CPU)")
+    p.add_argument("--backend", default="auto", help="neuron backend: auto | torch | triton | native")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="cpu or cuda (default: cuda when available); under torchrun, cuda:LOCAL_RANK")
+    p.add_argument("--seed", type=int, default=0, help="initialisation, shuffling and encoder seed (default 0)")
+    p.add_argument("--workers", type=int, help="DataLoader workers (default 0; cifar10-dvs up to 4)")
+    p.add_argument("--out", help="output folder (default runs/[compare-]MODEL-DATASET)")
+    p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastspike", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="train a small CSNN and compare with SpikingJelly")
@@ -170,10 +212,40 @@ def main(argv=None) -> None:
     p.add_argument("--channels", type=int, default=8, help="CSNN channels (default 8; the seeds use 128)")
     p.add_argument("--lr", type=float, default=1e-2)
     p.add_argument("--seed", type=int, default=0)
+    for name, compare, text in (
+            ("train", False, "train a seed model; writes metrics.json, log.csv, curves.png, checkpoints"),
+            ("compare", True, "train an SNN and its ANN twin on the same data; table of accuracy and step time")):
+        _training_options(sub.add_parser(name, help=text, description=text), compare)
+    return parser
+
+
+def _check_training_args(parser, args) -> None:
+    for name in ("T", "channels", "epochs", "batch_size", "workers"):
+        value = getattr(args, name)
+        if value is not None and value < (0 if name == "workers" else 1):
+            parser.error(f"--{name.replace('_', '-')} must be {'>= 0' if name == 'workers' else 'positive'}, "
+                         f"got {value}")
+    if args.lr is not None and not args.lr > 0:
+        parser.error(f"--lr must be positive, got {args.lr}")
+    if args.out is None:
+        args.out = os.path.join("runs", f"{'compare-' if args.command == 'compare' else ''}{args.model}-"
+                                        f"{args.dataset}")
+
+
+def main(argv=None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
-    if args.steps < 1 or args.batch_size < 1 or args.T < 1 or args.channels < 1:
-        parser.error("--steps, --batch-size, --T and --channels must be positive")
-    demo(args)
+    if args.command == "demo":
+        if args.steps < 1 or args.batch_size < 1 or args.T < 1 or args.channels < 1:
+            parser.error("--steps, --batch-size, --T and --channels must be positive")
+        demo(args)
+        return
+    from . import compare, train
+    _check_training_args(parser, args)
+    try:
+        (train.run if args.command == "train" else compare.run)(args)
+    except train.TrainError as err:
+        raise SystemExit(f"fastspike {args.command}: {err}") from None
 
 
 if __name__ == "__main__":
