@@ -1,9 +1,10 @@
 // The neuron math shared by the CPU and CUDA kernels, free of torch headers so nvcc stays fast.
 //
 // Every expression is written in the order SpikingJelly 0.0.0.0.14's torch backend (and
-// fastspike/reference.py) evaluates it, with true division and no FMA contraction (g++ -ffp-contract=off,
-// nvcc -fmad=false): fp32 results are then bit-identical to the reference. Constants that the reference
-// computes in Python (double) arrive here already rounded the same way, see NeuronConsts.
+// fastspike/reference.py) evaluates it on the same device (see div_tau), with no FMA contraction
+// (g++ -ffp-contract=off, nvcc -fmad=false): fp32 results are then bit-identical to the reference.
+// Constants that the reference computes in Python (double) arrive here already rounded the same way, see
+// NeuronConsts.
 #pragma once
 
 #include <cmath>
@@ -40,6 +41,7 @@ FS_HD bool is_plif(int mode) { return mode >= kPlifDecayZero; }
 template <typename T>
 struct NeuronConsts {
   T v_threshold, v_reset, tau, decay_scale;  // decay_scale: 1 - 1/tau (LIF without decay_input)
+  T inv_tau;                                 // 1/tau rounded as torch's CUDA division computes it
   T dh_dx, dh_dv;                            // charge partials of IF and LIF (PLIF's come from k)
   T alpha, sg_a, sg_b;                       // surrogate constants, see surrogate_grad
 };
@@ -52,6 +54,7 @@ NeuronConsts<T> make_consts(int mode, double v_threshold, double v_reset, double
   c.v_reset = static_cast<T>(v_reset);
   c.tau = static_cast<T>(tau);
   c.decay_scale = static_cast<T>(1.0 - 1.0 / tau);
+  c.inv_tau = T(1) / static_cast<T>(tau);
   const bool lif = mode >= kLifDecayZero && mode <= kLifNoDecay;
   const bool decay = mode == kLifDecayZero || mode == kLifDecay;
   c.dh_dx = static_cast<T>(lif && decay ? 1.0 / tau : 1.0);
@@ -69,15 +72,26 @@ NeuronConsts<T> make_consts(int mode, double v_threshold, double v_reset, double
   return c;
 }
 
+// a / tau as the reference computes it on this device: torch divides a CPU tensor by a Python scalar, but
+// on CUDA multiplies by the scalar's reciprocal, rounded in the tensor's dtype (ATen's div_true_kernel_cuda).
+template <typename T>
+FS_HD T div_tau(const NeuronConsts<T>& c, T a) {
+#if defined(__CUDA_ARCH__)
+  return a * c.inv_tau;
+#else
+  return a / c.tau;
+#endif
+}
+
 // h = f(v, x). k = sigmoid(w) and km = 1 - k (computed in w's dtype, then rounded) are PLIF's.
 template <typename T>
 FS_HD T charge(int mode, const NeuronConsts<T>& c, T v, T x, T k, T km) {
   switch (mode) {
     case kIF: return v + x;
-    case kLifDecayZero: return v + (x - v) / c.tau;
-    case kLifDecay: return v + (x - (v - c.v_reset)) / c.tau;
+    case kLifDecayZero: return v + div_tau(c, x - v);
+    case kLifDecay: return v + div_tau(c, x - (v - c.v_reset));
     case kLifNoDecayZero: return v * c.decay_scale + x;
-    case kLifNoDecay: return v - (v - c.v_reset) / c.tau + x;
+    case kLifNoDecay: return v - div_tau(c, v - c.v_reset) + x;
     case kPlifDecayZero: return v + (x - v) * k;
     case kPlifDecay: return v + (x - (v - c.v_reset)) * k;
     case kPlifNoDecayZero: return v * km + x;
