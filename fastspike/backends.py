@@ -20,7 +20,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
-from . import native, reference
+from . import native, reference, triton_kernels
 
 logger = logging.getLogger("fastspike")
 
@@ -54,8 +54,7 @@ def _unavailable_reason(name: str, device_type: str, allowed: Tuple[str, ...] = 
     if name == "torch":
         return None
     if name == "triton":
-        return ("this version of fastspike ships no Triton kernels yet; use backend='torch' (or 'auto') "
-                "until a release with the Triton backend is installed")
+        return triton_kernels.unavailable_reason(device_type)
     return native.unavailable_reason(device_type)
 
 
@@ -118,4 +117,4 @@ def multistep_impl(backend: str, device: torch.device) -> Callable:
     return _IMPLS[resolve(backend, device)]
 
 
-_IMPLS = {"torch": reference.multistep, "native": native.multistep}
+_IMPLS = {"torch": reference.multistep, "native": native.multistep, "triton": triton_kernels.multistep}

@@ -1,0 +1,343 @@
+"""The Triton backend (fastspike.triton_kernels) against the reference.
+
+Without a GPU the kernels run in Triton's interpreter on CPU tensors, which needs TRITON_INTERPRET=1 before
+the kernels are defined. Other test modules expect backend='triton' to be unavailable on CPU, so the
+variable must not leak into their process: test_interpreter_suite re-runs this module in a child process
+with it set, and a run that already has it (that child, or `TRITON_INTERPRET=1 pytest tests/test_triton.py`)
+runs the interpreter tests directly. CUDA tests need a GPU and run compiled, never interpreted.
+"""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import fastspike
+from fastspike import backends, functional, neuron, surrogate, triton_kernels
+from helpers import assert_bitwise_equal
+from kernel_checks import (DTYPES, SHAPES, assert_matches_reference, case_id, grid, inputs, poisoned_empty,
+                           run)
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+CASES = grid()
+interpreted = pytest.mark.skipif(
+    not INTERPRET or triton_kernels.unavailable_reason("cpu") is not None,
+    reason="interpreter tests run in test_interpreter_suite's child process (TRITON_INTERPRET=1)")
+cuda_only = pytest.mark.skipif(
+    INTERPRET or not torch.cuda.is_available() or triton_kernels.unavailable_reason("cuda") is not None,
+    reason="needs a CUDA GPU, Triton, and no TRITON_INTERPRET")
+
+
+def test_interpreter_suite():
+    if INTERPRET:
+        pytest.skip("this process is the interpreter run")
+    if triton_kernels._load()[1] is not None:
+        pytest.skip(triton_kernels._load()[1])
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W",
+                             "ignore::pytest.PytestUnraisableExceptionWarning", os.path.abspath(__file__)],
+                            cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    assert " passed" in result.stdout and " failed" not in result.stdout
+
+
+def test_cpu_without_interpreter_is_unavailable_with_a_remedy():
+    if INTERPRET:
+        pytest.skip("the interpreter is on in this process")
+    reason = backends._unavailable_reason("triton", "cpu")
+    assert reason is not None and "TRITON_INTERPRET=1" in reason
+    backends._RESOLVED.clear()
+    try:
+        with pytest.raises(fastspike.BackendUnavailableError, match="TRITON_INTERPRET=1"):
+            functional.lif_multistep(torch.randn(2, 3), backend="triton")
+    finally:
+        backends._RESOLVED.clear()
+
+
+def test_op_schemas_are_the_contract():
+    if triton_kernels._load()[1] is not None:
+        pytest.skip(triton_kernels._load()[1])
+    params = ("float v_threshold, float? v_reset, float tau, bool decay_input, bool detach_reset, str surrogate, "
+              "float alpha")
+    assert str(torch.ops.fastspike.triton_neuron_forward.default._schema) == (
+        "fastspike::triton_neuron_forward(Tensor x_seq, Tensor? v_init, float v_init_value, Tensor? k, str kind, "
+        f"{params}, bool store_v_seq, bool save_h) -> (Tensor, Tensor, Tensor, Tensor)")
+    assert str(torch.ops.fastspike.triton_neuron_backward.default._schema) == (
+        "fastspike::triton_neuron_backward(Tensor grad_spike_seq, Tensor grad_v_last, Tensor? grad_v_seq, "
+        f"Tensor h_seq, Tensor? v_init, float v_init_value, Tensor? k, str kind, {params}) "
+        "-> (Tensor, Tensor, Tensor)")
+
+
+def test_importing_fastspike_does_not_import_triton():
+    code = "import sys, fastspike; assert 'triton' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@interpreted
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_interpreter_grid_fp32(case, shape):
+    x, v_init, w = inputs(shape, torch.float32, "cpu", seed=len(shape))
+    assert_matches_reference("triton", case, x, v_init, w)
+
+
+@interpreted
+@pytest.mark.parametrize("case", CASES[::3], ids=case_id)
+@pytest.mark.parametrize("dtype", DTYPES[1:], ids=str)
+def test_interpreter_dtypes(case, dtype):
+    x, v_init, w = inputs((6, 2, 37), dtype, "cpu", seed=3, tensor_v_init=dtype != torch.float16)
+    assert_matches_reference("triton", case, x, v_init, w)
+
+
+@interpreted
+@pytest.mark.parametrize("case", CASES[::4], ids=case_id)
+def test_interpreter_scalar_v_init_no_v_seq(case):
+    x, _, w = inputs((5, 3, 11), torch.float32, "cpu", seed=5)
+    assert_matches_reference("triton", case, x, -0.2, w, store_v_seq=False)
+
+
+@interpreted
+@pytest.mark.parametrize("case", CASES[1::5], ids=case_id)
+def test_interpreter_outputs_fully_written(case, monkeypatch):
+    restore = poisoned_empty(monkeypatch)
+    try:
+        x, v_init, w = inputs((3, 2, 5, 7), torch.float32, "cpu", seed=7)
+        assert torch.empty(4).isnan().all()
+        assert_matches_reference("triton", case, x, v_init, w)
+    finally:
+        restore()
+
+
+@interpreted
+def test_interpreter_channels_last_runs_without_copy():
+    conv_out = torch.randn(4 * 2, 3, 5, 6).to(memory_format=torch.channels_last) + 0.5
+    x = conv_out.view(4, 2, 3, 5, 6)
+    spikes, v_last = functional.lif_multistep(x, tau=3.0, backend="triton")
+    ref_spikes, ref_v = functional.lif_multistep(x, tau=3.0, backend="torch")
+    assert_bitwise_equal(spikes, ref_spikes, "spikes")
+    assert_bitwise_equal(v_last, ref_v, "v_last")
+    assert spikes.stride() == x.stride()  # outputs keep the input's layout: no copy was made
+    case = ("plif", None, True, False, surrogate.Sigmoid())
+    assert_matches_reference("triton", case, x, 0.0, torch.tensor(-0.4))
+
+
+@interpreted
+def test_interpreter_non_dense_and_time_inner_inputs():
+    base = torch.randn(6, 4, 10) + 0.5
+    for x in (base[:, :, ::2], base.transpose(0, 1)):
+        case = ("lif", 0.0, True, False, surrogate.ATan())
+        assert_matches_reference("triton", case, x, 0.0, None, store_v_seq=True)
+
+
+@interpreted
+def test_interpreter_plif_grad_w_is_reproducible():
+    x, v_init, w = inputs((4, 3, 1500), torch.float32, "cpu", seed=11)  # 36 programs of 128 neurons
+    case = ("plif", 0.0, True, False, surrogate.ATan())
+    results = [run("triton", case, x, v_init, w)[1][2].item() for _ in range(2)]
+    assert results[0] == results[1]
+
+
+@interpreted
+def test_interpreter_float64_runs_on_the_reference():
+    x, v_init, w = inputs((4, 2, 9), torch.float32, "cpu", seed=2)
+    v64 = v_init.double()
+    case = ("lif", 0.0, False, False, surrogate.Sigmoid())
+    assert_matches_reference("triton", case, x, v64, None)
+    spikes, v_last = functional.lif_multistep(x, v64, backend="triton")
+    assert spikes.dtype == torch.float32 and v_last.dtype == torch.float64
+    with pytest.raises(RuntimeError, match="float16, bfloat16 or float32 x_seq"):
+        torch.ops.fastspike.triton_neuron_forward(x.double(), None, 0.0, None, "lif", 1.0, 0.0, 2.0, True, False,
+                                                  "atan", 2.0, False, False)
+
+
+@interpreted
+def test_interpreter_inference_forward_writes_spikes_only():
+    x = torch.randn(3, 2, 5)
+    spikes, v_last, v_seq, h_seq = torch.ops.fastspike.triton_neuron_forward(
+        x, None, 0.0, None, "lif", 1.0, 0.0, 2.0, True, False, "atan", 2.0, False, False)
+    assert v_seq.numel() == 0 and h_seq.numel() == 0 and spikes.shape == x.shape and v_last.shape == x[0].shape
+
+
+@interpreted
+def test_interpreter_opcheck():
+    x = torch.randn(3, 2, 5) + 0.5
+    k = torch.tensor(0.4)
+    for kind, v_init, kk in (("lif", None, None), ("plif", torch.rand(2, 5), k), ("if", torch.rand(2, 5), None)):
+        for save_h in (False, True):
+            args = (x.clone().requires_grad_(save_h), v_init, 0.1, kk, kind, 1.0, 0.0, 2.0, True, False, "atan", 2.0,
+                    True, save_h)
+            torch.library.opcheck(torch.ops.fastspike.triton_neuron_forward.default, args)
+        bargs = (torch.randn(3, 2, 5), torch.randn(2, 5), torch.randn(3, 2, 5), torch.randn(3, 2, 5), v_init, 0.1, kk,
+                 kind, 1.0, None, 2.0, False, True, "sigmoid", 4.0)
+        torch.library.opcheck(torch.ops.fastspike.triton_neuron_backward.default, bargs)
+
+
+@interpreted
+def test_interpreter_compile_fullgraph_matches_eager():
+    torch._dynamo.reset()
+    net = torch.nn.Sequential(fastspike.layer.Linear(6, 8), neuron.LIFNode(step_mode="m", backend="triton"),
+                              fastspike.layer.Linear(8, 3), neuron.ParametricLIFNode(step_mode="m", backend="triton"))
+    functional.set_step_mode(net, "m")
+    x = torch.randn(4, 2, 6)
+    compiled = torch.compile(net, fullgraph=True, backend="aot_eager")
+    out = compiled(x)
+    out.sum().backward()
+    grads = [p.grad.clone() for p in net.parameters()]
+    functional.reset_net(net)
+    net.zero_grad()
+    ref = net(x)
+    ref.sum().backward()
+    assert_bitwise_equal(out, ref, "compiled output")
+    for g, p in zip(grads, net.parameters()):
+        torch.testing.assert_close(g, p.grad, rtol=1e-6, atol=1e-7)
+
+
+@interpreted
+def test_interpreter_double_backward_raises():
+    x = torch.randn(3, 4, requires_grad=True)
+    spikes, v = functional.lif_multistep(x, backend="triton")
+    with pytest.raises(RuntimeError, match="first-order"):
+        torch.autograd.grad(v.sum(), x, create_graph=True)
+
+
+@interpreted
+def test_interpreter_direct_op_call_checks_inputs():
+    op = torch.ops.fastspike.triton_neuron_forward
+    x = torch.randn(4, 3, 6)
+    common = (0.0, 2.0, True, False)
+    with pytest.raises(RuntimeError, match="dense with the time dimension outermost"):
+        op(x[:, :, ::2], None, 0.0, None, "lif", 1.0, *common, "atan", 2.0, False, False)
+    with pytest.raises(RuntimeError, match="unknown surrogate"):
+        op(x, None, 0.0, None, "lif", 1.0, *common, "relu", 2.0, False, False)
+    with pytest.raises(RuntimeError, match="unknown neuron kind"):
+        op(x, None, 0.0, None, "alif", 1.0, *common, "atan", 2.0, False, False)
+    with pytest.raises(RuntimeError, match="PLIF needs k"):
+        op(x, None, 0.0, None, "plif", 1.0, *common, "atan", 2.0, False, False)
+    with pytest.raises(RuntimeError, match="v_init is torch.float16"):
+        op(x, torch.zeros(3, 6, dtype=torch.float16), 0.0, None, "lif", 1.0, *common, "atan", 2.0, False, False)
+    with pytest.raises(RuntimeError, match="same memory order"):
+        op(x, torch.zeros(6, 3).t(), 0.0, None, "lif", 1.0, *common, "atan", 2.0, False, False)
+    with pytest.raises(RuntimeError, match="save_h=True"):
+        torch.ops.fastspike.triton_neuron_backward(x, x[0], None, torch.empty(0), None, 0.0, None, "lif", 1.0, 0.0,
+                                                   2.0, True, False, "atan", 2.0)
+
+
+def _cuda_inputs_match(case, shape, dtype):
+    x, v_init, w = inputs(shape, dtype, "cuda", seed=len(shape))
+    assert_matches_reference("triton", case, x, v_init, w)
+
+
+@cuda_only
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_cuda_grid(case, dtype):
+    # Narrow blocks with a ragged tail; wide blocks (N >= 2^18) with a ragged tail.
+    for shape in ((7, 3, 1001), (2, 4, 64, 9, 9), (3, 2, 131101)):
+        _cuda_inputs_match(case, shape, dtype)
+
+
+@cuda_only
+@pytest.mark.parametrize("case", CASES[::3], ids=case_id)
+def test_cuda_outputs_fully_written_and_channels_last(case, monkeypatch):
+    restore = poisoned_empty(monkeypatch)
+    try:
+        x = (torch.randn(4 * 8, 16, 7, 9, device="cuda").to(memory_format=torch.channels_last) + 0.5)
+        x = x.view(4, 8, 16, 7, 9)
+        assert_matches_reference("triton", case, x, 0.0, torch.tensor(-0.4, device="cuda"))
+        assert_matches_reference("triton", case, x[:, :, :, :, 1:], 0.0, torch.tensor(-0.4, device="cuda"))
+    finally:
+        restore()
+
+
+@cuda_only
+def test_cuda_plif_grad_w_is_reproducible():
+    x, v_init, w = inputs((4, 64, 9000), torch.float32, "cuda", seed=11)
+    case = ("plif", 0.0, True, False, surrogate.ATan())
+    results = [run("triton", case, x, v_init, w)[1][2].item() for _ in range(3)]
+    assert results[0] == results[1] == results[2]
+
+
+@cuda_only
+def test_cuda_new_T_does_not_recompile():
+    from fastspike.triton_kernels import neuron as kernels
+    functional.lif_multistep(torch.randn(3, 4096, device="cuda"), backend="triton")
+    cache = kernels._neuron_fwd_kernel.device_caches[torch.cuda.current_device()][0]
+    before = len(cache)
+    for t in (1, 5, 17, 64):
+        functional.lif_multistep(torch.randn(t, 4096, device="cuda"), backend="triton")
+    assert len(cache) == before
+
+
+def _compiled_and_eager(net, x, mode):
+    """Output and gradients of ``net`` compiled with fullgraph=True (a graph break fails), then eager."""
+    torch._dynamo.reset()
+    compiled = torch.compile(net, fullgraph=True, mode=mode)
+    results = []
+    for run_net in (compiled, compiled, compiled, net):  # reduce-overhead records a CUDA graph on a later call
+        functional.reset_net(net)
+        net.zero_grad()
+        xg = x.detach().clone().requires_grad_()
+        out = run_net(xg)
+        (out.double() * torch.linspace(-1, 1, out.numel(), device=out.device, dtype=torch.float64)
+         .view(out.shape)).sum().backward()
+        results.append((out.detach().clone(), [xg.grad] + [p.grad.clone() for p in net.parameters()]))
+    return results[-2], results[-1]
+
+
+@cuda_only
+@pytest.mark.parametrize("mode", [None, "reduce-overhead"])
+def test_cuda_compile_neurons_match_eager_bitwise(mode):
+    net = torch.nn.Sequential(neuron.LIFNode(step_mode="m", backend="triton", tau=3.0),
+                              neuron.ParametricLIFNode(step_mode="m", backend="triton", v_reset=None)).cuda()
+    x = torch.randn(6, 4, 3000, device="cuda") * 1.5 + 1.0
+    (out, grads), (ref, ref_grads) = _compiled_and_eager(net, x, mode)
+    assert_bitwise_equal(out, ref, "compiled output")
+    for g, e in zip(grads, ref_grads):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-6)
+
+
+@cuda_only
+@pytest.mark.parametrize("mode", [None, "reduce-overhead"])
+def test_cuda_compile_csnn_fullgraph(mode):
+    # Inductor may compute conv/bn differently from eager, so only closeness is asserted here.
+    net = torch.nn.Sequential(
+        fastspike.layer.Conv2d(3, 8, 3, padding=1), fastspike.layer.BatchNorm2d(8),
+        neuron.LIFNode(step_mode="m", backend="triton", tau=3.0), fastspike.layer.Flatten(),
+        fastspike.layer.Linear(8 * 6 * 6, 5), neuron.ParametricLIFNode(step_mode="m", backend="triton")).cuda()
+    functional.set_step_mode(net, "m")
+    x = torch.randn(4, 2, 3, 6, 6, device="cuda")
+    (out, grads), (ref, ref_grads) = _compiled_and_eager(net, x, mode)
+    assert (out != ref).float().mean() < 0.01
+    assert all(torch.isfinite(g).all() for g in grads)
+
+
+@cuda_only
+def test_cuda_graph_capture():
+    x = torch.randn(4, 64, 100, device="cuda")
+    static_x = x.clone()
+    node = neuron.LIFNode(step_mode="m", backend="triton")
+    with torch.no_grad():
+        node(static_x)
+        node.reset()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = node(static_x)
+        node.reset()
+        static_x.copy_(x * 2)
+        graph.replay()
+        ref, _ = functional.lif_multistep(x * 2, backend="torch")
+    assert_bitwise_equal(out, ref, "graph replay")
+
+
+@cuda_only
+def test_cuda_more_than_2_to_31_elements():
+    if torch.cuda.get_device_properties(0).total_memory < 40e9:
+        pytest.skip("needs about 20 GB")
+    x = torch.full((2, 2 ** 30 + 8), 0.6, device="cuda", dtype=torch.float16)
+    with torch.no_grad():
+        spikes, v = functional.lif_multistep(x, tau=1.5, backend="triton")
+    ref_last = functional.lif_multistep(x[:, -3:].float(), tau=1.5, backend="torch")
+    assert_bitwise_equal(spikes[:, -3:].float(), ref_last[0], "tail spikes")
+    assert_bitwise_equal(v[-3:], ref_last[1], "tail v")
