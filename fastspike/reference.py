@@ -39,7 +39,9 @@ def charge(spec: NeuronSpec, v: torch.Tensor, x: torch.Tensor, k: Optional[torch
     """One charge step ``h = f(v, x)`` of the table above (``k`` = sigmoid(w) for PLIF, else unused)."""
     if spec.kind == "if":
         return v + x
-    # LIF divides by tau (true division, as SpikingJelly does); PLIF multiplies by the tensor sigmoid(w).
+    # LIF divides by the Python scalar tau as SpikingJelly does; torch evaluates that as a true division on
+    # CPU and as a product with the fp32 reciprocal on CUDA, and the kernels follow the device alike.
+    # PLIF multiplies by the tensor sigmoid(w).
     if spec.kind == "lif":
         tau = spec.tau
         if spec.decay_input:
