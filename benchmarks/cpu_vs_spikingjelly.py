@@ -1,11 +1,12 @@
-"""Time fastspike's reference backend against SpikingJelly 0.0.0.0.14's torch backend, side by side.
+"""Time fastspike's CPU backends (the reference 'torch' and, when built, the fused 'native' kernels) against
+SpikingJelly 0.0.0.0.14's torch backend, side by side.
 
-One process, same inputs, CPU by default: a multi-step IF and LIF layer (tau 2, hard reset to 0, ATan
-surrogate), fp32, forward under no_grad and forward+backward, each the median of ``--repeats`` runs after
-warm-up; "copy" is ``x.clone()`` of the same input, the floor of a forward that reads x and writes spikes.
+One process, same inputs, CPU: a multi-step IF and LIF layer (tau 2, hard reset to 0, ATan surrogate),
+fp32, forward under no_grad and forward+backward, each the median of ``--repeats`` runs after warm-up;
+"copy" is ``x.clone()`` of the same input, the floor of a forward that reads x and writes spikes.
 Writes ``OUT.csv`` (one row per measurement, with machine, versions, commit and time) and ``OUT.md``.
 
-    python benchmarks/reference_vs_spikingjelly.py --out benchmarks/results/cpu_reference
+    python benchmarks/cpu_vs_spikingjelly.py --out benchmarks/results/cpu_native
 """
 from __future__ import annotations
 
@@ -129,20 +130,24 @@ def main():
         writer.writeheader()
         writer.writerows(records)
     with open(out.with_suffix(".md"), "w") as f:
-        f.write(f"# fastspike reference vs SpikingJelly, CPU, `{records[0]['shape']}` fp32\n\n")
+        f.write(f"# fastspike vs SpikingJelly 0.0.0.0.14 torch, CPU, `{records[0]['shape']}` fp32\n\n")
         f.write(f"{meta['machine']}, {args.threads} threads, torch {meta['torch']}, commit {commit}, "
                 f"{meta['time']}. Median of {args.repeats} consecutive runs per cell after 10 warm-up runs, ms "
                 f"(p20/p80 in the CSV); glibc malloc thresholds pinned: {pinned}.\n\n")
-        f.write("| neuron | provider | forward (no_grad) | forward+backward | forward / copy |\n")
-        f.write("|---|---|---|---|---|\n")
+        sj = "SpikingJelly 0.0.0.0.14 torch"
+        f.write(f"| neuron | provider | forward (no_grad) | forward+backward | forward / copy | speed-up over "
+                f"SJ torch, forward / forward+backward |\n")
+        f.write("|---|---|---|---|---|---|\n")
         for kind in ("LIF", "IF"):
             rows = {(r["provider"], r["mode"]): r["ms"] for r in records if r["neuron"] == kind}
             copy_ms = rows[("copy", "forward")]
-            f.write(f"| {kind} | copy | {copy_ms:.3f} | - | 1.00 |\n")
+            f.write(f"| {kind} | copy | {copy_ms:.3f} | - | 1.00 | - |\n")
+            sj_fwd, sj_fb = rows[(sj, "forward")], rows[(sj, "forward+backward")]
             for provider in providers(kind):
                 fwd, fb = rows[(provider, "forward")], rows[(provider, "forward+backward")]
-                f.write(f"| {kind} | {provider} | {fwd:.3f} | {fb:.3f} | {fwd / copy_ms:.1f} |\n")
-        f.write(f"\nCommand: `python benchmarks/reference_vs_spikingjelly.py --shape {args.shape} "
+                f.write(f"| {kind} | {provider} | {fwd:.3f} | {fb:.3f} | {fwd / copy_ms:.1f} | "
+                        f"{sj_fwd / fwd:.1f}x / {sj_fb / fb:.1f}x |\n")
+        f.write(f"\nCommand: `python benchmarks/cpu_vs_spikingjelly.py --shape {args.shape} "
                 f"--repeats {args.repeats} --threads {args.threads} --out {args.out}`\n")
 
 
