@@ -232,16 +232,24 @@ def _check_training_args(parser, args) -> None:
                                         f"{args.dataset}")
 
 
-def main(argv=None) -> None:
+def parse_args(argv=None) -> argparse.Namespace:
+    """Parse and check a command line (without the program name); exits with usage on bad values."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "demo":
         if args.steps < 1 or args.batch_size < 1 or args.T < 1 or args.channels < 1:
             parser.error("--steps, --batch-size, --T and --channels must be positive")
+    else:
+        _check_training_args(parser, args)
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.command == "demo":
         demo(args)
         return
     from . import compare, train
-    _check_training_args(parser, args)
     try:
         (train.run if args.command == "train" else compare.run)(args)
     except train.TrainError as err:
