@@ -10,6 +10,9 @@ Fashion-MNIST or CIFAR10-DVS frames, with checkpoints and curves (:mod:`fastspik
 
 ``fastspike compare``: trains an SNN and its non-spiking twin on the same data and tabulates accuracy and
 time per training step (:mod:`fastspike.compare`).
+
+``fastspike bench``: times every available fastspike backend against SpikingJelly, snnTorch and a
+torch.compile'd loop, with copy-bandwidth roofline columns, memory and plots (:mod:`fastspike.bench`).
 """
 from __future__ import annotations
 
@@ -177,17 +180,21 @@ def _training_options(p: argparse.ArgumentParser, compare: bool) -> None:
                         "downloaded into --data-dir), cifar10-dvs (frames in --data-dir, see docs/training.md)")
     p.add_argument("--data-dir", default="data", help="torchvision's root, or the cifar10-dvs frames folder "
                                                       "(default ./data)")
+    p.add_argument("--frame-size", type=int, metavar="S",
+                   help="cifar10-dvs only: average-pool the frames to S x S (default: as stored, 128 for "
+                        "SpikingJelly's; seed 001 used 32)")
     p.add_argument("--T", type=int, help="time steps (spiking models; default: the model's, csnn 4)")
     p.add_argument("--channels", type=int, help="conv width of csnn/cnn/dvs-* (default 32, dvs 64)")
     p.add_argument("--encoder", choices=list(encoding.ENCODERS),
                    help="input encoding of spiking image models (default: the model's, csnn direct)")
     p.add_argument("--loss", choices=list(encoding.LOSSES) + ["ce"],
-                   help="mse-rate, ce-rate, ce-count for SNNs, ce for ANNs (default: the model's)")
+                   help="SNNs: mse-rate, ce-step (snnTorch's ce_rate_loss), ce-rate (CE of the mean firing "
+                        "rate), ce-count; ANNs: ce (default: the model's)")
     p.add_argument("--epochs", type=int, default=12, help="default 12")
     p.add_argument("--batch-size", type=int, default=32, help="per process (default 32)")
     p.add_argument("--lr", type=float, help="peak learning rate (default: the model's, csnn 1e-3)")
     p.add_argument("--opt", choices=train.OPTIMIZERS, help="optimizer (default: the model's, csnn adam)")
-    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum, >= 0 (default 0.9)")
     p.add_argument("--schedule", choices=("cosine", "const"), default="cosine",
                    help="learning rate over the epochs (default cosine)")
     p.add_argument("--amp", action="store_true", help="mixed precision (fp16 on CUDA, bf16 on CPU)")
@@ -216,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
             ("train", False, "train a seed model; writes metrics.json, log.csv, curves.png, checkpoints"),
             ("compare", True, "train an SNN and its ANN twin on the same data; table of accuracy and step time")):
         _training_options(sub.add_parser(name, help=text, description=text), compare)
+    from .bench import cli as bench_cli
+    bench_cli.add_parser(sub)
     return parser
 
 
@@ -239,7 +248,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.command == "demo":
         if args.steps < 1 or args.batch_size < 1 or args.T < 1 or args.channels < 1:
             parser.error("--steps, --batch-size, --T and --channels must be positive")
-    else:
+    elif args.command in ("train", "compare"):
         _check_training_args(parser, args)
     return args
 
@@ -249,6 +258,9 @@ def main(argv=None) -> None:
     if args.command == "demo":
         demo(args)
         return
+    if args.command == "bench":
+        from .bench import cli as bench_cli
+        raise SystemExit(bench_cli.run(args))
     from . import compare, train
     try:
         (train.run if args.command == "train" else compare.run)(args)
