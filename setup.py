@@ -11,8 +11,10 @@ $MAX_JOBS bounds parallel compile jobs (ninja). The build records a hash of csrc
 detected at run time (fastspike.native).
 """
 import os
+import re
 import runpy
 import shutil
+import subprocess
 import sys
 
 from setuptools import setup
@@ -38,6 +40,28 @@ def find_cuda_home():
     return None
 
 
+def cuda_unusable(torch, cuda_home):
+    """Why the toolkit at ``cuda_home`` cannot build kernels for this torch, or None."""
+    if torch.version.hip is not None or torch.version.cuda is None:
+        return f"torch {torch.__version__} is not a CUDA build"
+    try:
+        out = subprocess.run([os.path.join(cuda_home, "bin", "nvcc"), "--version"], capture_output=True,
+                             text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as err:
+        return f"nvcc does not run ({err})"
+    match = re.search(r"release (\d+)\.", out)
+    if not match or match.group(1) != torch.version.cuda.split(".")[0]:
+        return (f"the toolkit in {cuda_home} ({match.group(0) if match else 'unknown release'}) does not match "
+                f"the CUDA {torch.version.cuda} torch was built with")
+    return None
+
+
+def arch_token(arch_list):
+    """TORCH_CUDA_ARCH_LIST as one preprocessor token ('8.0;9.0+PTX' -> '80_90ptx') for fastspike._C."""
+    entries = [a for a in re.split(r"[;\s]+", arch_list) if a]
+    return "_".join(a.replace(".", "").replace("+PTX", "ptx") for a in entries)
+
+
 def extension_kwargs():
     if os.environ.get("FASTSPIKE_SKIP_BUILD") == "1":
         note("FASTSPIKE_SKIP_BUILD=1: pure-Python install, no fastspike._C")
@@ -47,16 +71,21 @@ def extension_kwargs():
     if shutil.which(os.environ.get("CXX", "c++")) is None:
         note("no C++ compiler found: pure-Python install, no fastspike._C")
         return {}
+    try:
+        import torch
+    except ImportError:
+        note("torch is not importable at build time: pure-Python install, no fastspike._C")
+        return {}
     cuda_home = None if os.environ.get("FASTSPIKE_NO_CUDA") == "1" else find_cuda_home()
+    reason = cuda_unusable(torch, cuda_home) if cuda_home else None
+    if reason:
+        note(f"not building the CUDA kernels: {reason}")
+        cuda_home = None
     if cuda_home:
         # torch.utils.cpp_extension reads these when imported.
         os.environ["CUDA_HOME"] = cuda_home
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
-    try:
-        from torch.utils import cpp_extension
-    except ImportError:
-        note("torch is not importable at build time: pure-Python install, no fastspike._C")
-        return {}
+    from torch.utils import cpp_extension
 
     digest = runpy.run_path(os.path.join(HERE, "fastspike", "_source_hash.py"))["source_hash"](CSRC)
     # A bare hex token, stringified in ops.cpp: quotes would not survive both ninja's shell and distutils.
@@ -66,7 +95,7 @@ def extension_kwargs():
     cxx = ["-O3", "-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno", "-fopenmp"]
     sources = [os.path.join("csrc", "ops.cpp"), os.path.join("csrc", "neuron_cpu.cpp")]
     if cuda_home:
-        defines.append("-DFASTSPIKE_WITH_CUDA")
+        defines += ["-DFASTSPIKE_WITH_CUDA", f"-DFASTSPIKE_CUDA_ARCHS={arch_token(os.environ['TORCH_CUDA_ARCH_LIST'])}"]
         sources.append(os.path.join("csrc", "neuron_cuda.cu"))
         include_dirs = []
         # ATen's CUDA headers want cuBLAS/cuSPARSE headers, which a bare toolkit may lack but torch's

@@ -192,10 +192,12 @@ FS_HD T grad_h_step(int surrogate, bool hard, bool detach_reset, const NeuronCon
 }
 
 // dh_t/dk of PLIF given the potential before the charge: decay_input h = v + (x - v_rel) k, so the
-// derivative x - v_rel is recovered as (h - v) / k without keeping x alive for the backward.
+// derivative x - v_rel is recovered as (h - v) / k without keeping x alive for the backward. Its error is
+// about ulp(h) / k, which matters only for k = sigmoid(w) below ~1e-3 (tau above ~1000); k that rounds to
+// 0 contributes 0 (the charge then ignores x) instead of 0/0.
 template <typename T>
 FS_HD T plif_dh_dk(int mode, const NeuronConsts<T>& c, T h, T v_prev, T k) {
-  if (mode == kPlifDecayZero || mode == kPlifDecay) return (h - v_prev) / k;
+  if (mode == kPlifDecayZero || mode == kPlifDecay) return k == T(0) ? T(0) : (h - v_prev) / k;
   return mode == kPlifNoDecayZero ? -v_prev : -(v_prev - c.v_reset);
 }
 

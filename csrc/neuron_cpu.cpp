@@ -13,8 +13,9 @@
 #include <utility>
 
 // The chunk loops are compiled for AVX-512, AVX2 and baseline x86-64, picked at load time (ifunc), so one
-// build runs everywhere and uses wide vectors where they exist. Results do not depend on the clone: the
-// loops use only IEEE add/sub/mul/div/compare, and contraction into FMA is off.
+// build runs everywhere and uses wide vectors where they exist. Spikes, potentials and per-element
+// gradients do not depend on the clone (IEEE add/sub/mul/div/compare only, no FMA contraction); PLIF's
+// grad_w sums in an order set by the vector width, so it is reproducible bit for bit on one machine.
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
 #define FS_CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else

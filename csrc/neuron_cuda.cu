@@ -120,7 +120,7 @@ __global__ void __launch_bounds__(kThreads) neuron_bwd_kernel(const BackwardArgs
       Pack<T, VEC> hp;
       if (t > 0) {
         hp = load<T, VEC>(a.h_seq, o - a.N);
-      } else if (a.v_init) {
+      } else if (plif && a.v_init) {
         hp = load<T, VEC>(a.v_init, j);
       }
       const Pack<S, VEC> gs = load<S, VEC>(a.grad_spike, o);
@@ -140,7 +140,7 @@ __global__ void __launch_bounds__(kThreads) neuron_bwd_kernel(const BackwardArgs
         grad_v[i] = gh * dh_dv;
       }
       store<S, VEC>(a.grad_x, o, gx);
-      h = hp;
+      if (t > 0) h = hp;
     }
     Pack<T, VEC> gvi;
 #pragma unroll

@@ -51,6 +51,7 @@ int dtype_case(at::ScalarType x, at::ScalarType state) {
     case ScalarType::Float: return kFloat;
     case ScalarType::Half: return kHalf;
     case ScalarType::BFloat16: return kBFloat16;
+    case ScalarType::Double: TORCH_CHECK(false, "fastspike: a float64 input needs float64 state, got ", state);
     default: TORCH_CHECK(false, "fastspike: unsupported input dtype ", x);
   }
 }
@@ -68,7 +69,8 @@ bool same_order(const at::Tensor& a, const at::Tensor& b) {
 
 void check_time_major(const at::Tensor& x, const char* name) {
   TORCH_CHECK(x.dim() >= 2 && x.size(0) > 0, "fastspike: ", name, " must be [T, N, *] with T > 0");
-  TORCH_CHECK(x.is_non_overlapping_and_dense() && (x.size(0) == 1 || x.stride(0) == x[0].numel()),
+  TORCH_CHECK(x.numel() == 0 ||
+              (x.is_non_overlapping_and_dense() && (x.size(0) == 1 || x.stride(0) == x[0].numel())),
               "fastspike: ", name, " must be dense with the time dimension outermost (the Python "
               "wrapper makes it so; call the op through fastspike.functional)");
 }
@@ -145,7 +147,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> neuron_backward(
     const std::optional<at::Tensor>& v_init, double v_init_value, const std::optional<at::Tensor>& k,
     c10::string_view kind, double v_threshold, std::optional<double> v_reset, double tau,
     bool decay_input, bool detach_reset, c10::string_view surrogate, double alpha) {
-  TORCH_CHECK(h_seq.numel() > 0 && h_seq.sizes() == grad_spike_seq.sizes(),
+  TORCH_CHECK(h_seq.dim() >= 2 && h_seq.sizes() == grad_spike_seq.sizes(),
               "fastspike: the backward needs the h sequence saved by a forward with save_h=True");
   check_time_major(h_seq, "h_seq");
   const at::ScalarType state = h_seq.scalar_type();
@@ -180,7 +182,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> neuron_backward(
 #ifdef FASTSPIKE_WITH_CUDA
     if (cuda) blocks = cuda_backward_blocks(a, dtype);
 #endif
-    partials = at::zeros({blocks}, h_seq.options().dtype(at::kDouble));
+    partials = at::empty({blocks}, h_seq.options().dtype(at::kDouble));  // every slot is written
     a.grad_k_partial = partials.data_ptr<double>();
   }
   if (a.N > 0) {
@@ -193,7 +195,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> neuron_backward(
       backward_cpu(a, dtype);
     }
   }
-  at::Tensor grad_k = is_plif(mode) ? partials.sum().to(state) : at::empty({0}, h_seq.options());
+  at::Tensor grad_k;
+  if (!is_plif(mode)) {
+    grad_k = at::empty({0}, h_seq.options());
+  } else if (cuda) {
+    grad_k = partials.sum().to(state);
+  } else {
+    // A serial sum in chunk order: at::sum would split by thread count on very large inputs, and grad_w
+    // must not depend on torch.get_num_threads().
+    double total = 0.0;
+    const double* p = partials.data_ptr<double>();
+    for (int64_t i = 0; i < partials.numel(); ++i) total += p[i];
+    grad_k = at::scalar_tensor(total, h_seq.options().dtype(at::kDouble)).to(state);
+  }
   return {grad_x, grad_v_init, grad_k};
 }
 
@@ -232,7 +246,12 @@ extern "C" PyObject* PyInit__C(void) {
 #else
   const long with_cuda = 0;
 #endif
+#ifndef FASTSPIKE_CUDA_ARCHS
+#define FASTSPIKE_CUDA_ARCHS
+#endif
+  // The GPU architectures compiled for, e.g. "80_90ptx" for TORCH_CUDA_ARCH_LIST="8.0;9.0+PTX".
   if (PyModule_AddStringConstant(m, "SOURCE_HASH", FS_STRINGIFY(FASTSPIKE_SOURCE_HASH)) < 0 ||
+      PyModule_AddStringConstant(m, "CUDA_ARCHS", FS_STRINGIFY(FASTSPIKE_CUDA_ARCHS)) < 0 ||
       PyModule_AddIntConstant(m, "WITH_CUDA", with_cuda) < 0) {
     Py_DECREF(m);
     return nullptr;

@@ -75,6 +75,7 @@ def in_order_of(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 def forward_outputs(x_seq: torch.Tensor, state: torch.dtype, store_v_seq: bool, save_h: bool):
     """Allocate ``(spike_seq, v_last, v_seq, h_seq)`` as the contract says (also the fake implementation)."""
+    # Not-requested outputs are 1-d and empty, which also tells them from a saved h of an empty input.
     empty = x_seq.new_empty((0,), dtype=state)
     return (torch.empty_like(x_seq), torch.empty_like(x_seq[0], dtype=state),
             torch.empty_like(x_seq, dtype=state) if store_v_seq else empty,
@@ -112,7 +113,7 @@ def _make_backward(backward_op: Callable) -> Callable:
             raise RuntimeError("fastspike neurons have first-order gradients only: a backward with "
                                "create_graph=True (double backward, gradient penalties) is not supported")
         h_seq, v_init, k = ctx.saved_tensors
-        if h_seq.numel() == 0:
+        if h_seq.dim() < 2:
             raise RuntimeError("fastspike: this neuron_forward ran with save_h=False, so it kept nothing to "
                                "differentiate; call it through fastspike.functional")
         if grad_spike_seq is None:

@@ -63,10 +63,29 @@ def unavailable_reason(device_type: str) -> Optional[str]:
         return None
     if device_type == "cuda":
         if not module.WITH_CUDA:
-            return ("fastspike._C was built without CUDA kernels (no CUDA toolkit found at build time); set "
-                    f"CUDA_HOME to the toolkit and {_REBUILD}")
+            return ("fastspike._C was built without CUDA kernels (no usable CUDA toolkit at build time); set "
+                    f"CUDA_HOME to a toolkit matching torch's CUDA and {_REBUILD}")
+        # Device queries cannot be traced; the eager call that follows a compiled one checks.
+        if not torch.compiler.is_compiling():
+            major, minor = torch.cuda.get_device_capability()
+            if not runs_on(module.CUDA_ARCHS, major, minor):
+                return (f"fastspike._C has no kernels for this GPU (compute capability {major}.{minor}; built "
+                        f"for {module.CUDA_ARCHS}); set TORCH_CUDA_ARCH_LIST=\"{major}.{minor}\" and {_REBUILD}")
         return None
     return f"fastspike._C has kernels for CPU and CUDA tensors, not {device_type}"
+
+
+def runs_on(archs: str, major: int, minor: int) -> bool:
+    """Whether kernels built for ``archs`` (``_C.CUDA_ARCHS``, e.g. ``'80_90ptx'``) run on a GPU of compute
+    capability major.minor: a cubin runs on its major version from its minor up, PTX on anything newer."""
+    for entry in archs.split("_"):
+        digits = entry[:-3] if entry.endswith("ptx") else entry
+        if not digits.isdigit():
+            return True  # a named architecture ('Hopper', ...): trust the build
+        arch = (int(digits[:-1]), int(digits[-1]))
+        if arch[0] == major and arch[1] <= minor or entry.endswith("ptx") and arch <= (major, minor):
+            return True
+    return False
 
 
 def _fake_forward(x_seq, v_init, v_init_value, k, kind, v_threshold, v_reset, tau, decay_input,

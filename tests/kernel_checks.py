@@ -18,8 +18,9 @@ from helpers import assert_bitwise_equal, assert_grad_close, weights_like
 SURROGATES = [surrogate.Sigmoid(), surrogate.ATan(), surrogate.PiecewiseQuadratic(), surrogate.PiecewiseExp(),
               surrogate.SoftSign(), surrogate.SuperSpike(), surrogate.Erf(), surrogate.FastSigmoid()]
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
-# Odd sizes: a single neuron, N not a multiple of any vector width, and N across several CPU chunks.
-SHAPES = [(5, 3, 7), (3, 2, 3, 5), (1, 1), (4, 1031)]
+# Odd sizes: a single neuron, N not a multiple of any vector width, and N over two CPU chunks (2048
+# neurons each) plus a partial third.
+SHAPES = [(5, 3, 7), (3, 2, 3, 5), (1, 1), (3, 4099)]
 
 
 def grid():
