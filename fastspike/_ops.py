@@ -138,10 +138,34 @@ def register_autograd(forward_op, backward_op) -> None:
     torch.library.register_autograd(forward_op, _make_backward(backward_op), setup_context=_setup_context)
 
 
-def multistep(forward_op, spec: NeuronSpec, x_seq: torch.Tensor, v_init: Union[float, torch.Tensor],
-              w: Optional[torch.Tensor], store_v_seq: bool):
+class _Eager(torch.autograd.Function):
+    """The registered autograd formula as a plain autograd.Function, for eager calls.
+
+    Calling the op through its registered autograd kernel costs tens of microseconds of Python per call
+    (torch.library re-parses the 14-argument schema), which dominates small, dispatch-bound layers. Eager
+    calls run the same kernels and the same backward this way; torch.compile traces the registered op.
+    """
+
+    @staticmethod
+    def forward(ctx, forward_op, backward_op, *inputs):
+        # forward(ctx, ...) rather than a separate setup_context: that style makes apply() bind arguments
+        # through inspect.signature on every call.
+        with torch._C._AutoDispatchBelowAutograd():
+            output = forward_op(*inputs)
+        ctx.backward_op = backward_op
+        _setup_context(ctx, inputs, output)
+        return output
+
+    @staticmethod
+    def backward(ctx, *grads):
+        return (None, None) + _make_backward(ctx.backward_op)(ctx, *grads)
+
+
+def multistep(forward_op, backward_op, spec: NeuronSpec, x_seq: torch.Tensor,
+              v_init: Union[float, torch.Tensor], w: Optional[torch.Tensor], store_v_seq: bool):
     """A backend's ``multistep(spec, x_seq, v_init, w, store_v_seq) -> (spike_seq, v_last, v_seq or None)``
-    (see :mod:`fastspike.backends`) on top of its ``forward_op``; inputs are already checked."""
+    (see :mod:`fastspike.backends`) on top of its ops (``backward_op`` differentiates ``forward_op`` as
+    :func:`register_autograd` registers it); inputs are already checked."""
     state = state_dtype(x_seq.dtype)
     if isinstance(v_init, torch.Tensor):
         state = torch.promote_types(state, v_init.dtype)
@@ -155,7 +179,14 @@ def multistep(forward_op, spec: NeuronSpec, x_seq: torch.Tensor, v_init: Union[f
     k = w.sigmoid() if spec.kind == "plif" else None
     save_h = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, v, k))
-    spike_seq, v_last, v_seq, _ = forward_op(x, v, v_value, k, *op_params(spec), store_v_seq, save_h)
+    args = (x, v, v_value, k, *op_params(spec), store_v_seq, save_h)
+    if torch.compiler.is_compiling():
+        spike_seq, v_last, v_seq, _ = forward_op(*args)
+    elif save_h:
+        spike_seq, v_last, v_seq, _ = _Eager.apply(forward_op, backward_op, *args)
+    else:
+        with torch._C._AutoDispatchBelowAutograd():
+            spike_seq, v_last, v_seq, _ = forward_op(*args)
     if spike_seq.dtype != x_seq.dtype:
         spike_seq = spike_seq.to(x_seq.dtype)
     return spike_seq, v_last, (v_seq if store_v_seq else None)

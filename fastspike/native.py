@@ -105,7 +105,8 @@ def _register() -> None:
 
 def multistep(spec, x_seq, v_init, w, store_v_seq):
     """The native backend's ``multistep`` (see :mod:`fastspike.backends`); call only when available."""
-    return _ops.multistep(torch.ops.fastspike.neuron_forward.default, spec, x_seq, v_init, w, store_v_seq)
+    return _ops.multistep(torch.ops.fastspike.neuron_forward.default, torch.ops.fastspike.neuron_backward.default,
+                          spec, x_seq, v_init, w, store_v_seq)
 
 
 _load()

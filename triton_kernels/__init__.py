@@ -62,4 +62,5 @@ def multistep(spec: NeuronSpec, x_seq: torch.Tensor, v_init: Union[float, torch.
         state = torch.promote_types(state, v_init.dtype)
     if state == torch.float64:
         return reference.multistep(spec, x_seq, v_init, w, store_v_seq)
-    return _ops.multistep(torch.ops.fastspike.triton_neuron_forward.default, spec, x_seq, v_init, w, store_v_seq)
+    return _ops.multistep(torch.ops.fastspike.triton_neuron_forward.default,
+                          torch.ops.fastspike.triton_neuron_backward.default, spec, x_seq, v_init, w, store_v_seq)
