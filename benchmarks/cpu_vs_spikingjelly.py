@@ -11,7 +11,6 @@ Writes ``OUT.csv`` (one row per measurement, with machine, versions, commit and 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import csv
 import datetime
 import functools
@@ -26,27 +25,13 @@ import torch
 
 import fastspike
 from fastspike import neuron, surrogate
+from fastspike.bench.timing import pin_malloc_thresholds
 
 with warnings.catch_warnings():  # SpikingJelly 0.0.0.0.14 uses the deprecated torch.jit.script
     warnings.simplefilter("ignore", FutureWarning)
     import spikingjelly
     from spikingjelly.activation_based import neuron as sj_neuron
     from spikingjelly.activation_based import surrogate as sj_surrogate
-
-
-def pin_malloc_thresholds() -> bool:
-    """Fix glibc's adaptive mmap/trim thresholds (32 MiB / 256 MiB) for this process.
-
-    Left adaptive, glibc moves the threshold as multi-megabyte tensors are freed, and timings of the same
-    code flip between two modes several milliseconds apart (page faults on fresh mappings). Pinned, every
-    provider sees the same allocator behaviour. Returns False where the C library has no mallopt.
-    """
-    try:
-        libc = ctypes.CDLL(None)
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        return bool(libc.mallopt(m_mmap_threshold, 32 << 20) and libc.mallopt(m_trim_threshold, 256 << 20))
-    except (OSError, AttributeError):
-        return False
 
 
 def time_ms(fn, repeats: int, warmup: int = 10):
@@ -135,8 +120,8 @@ def main():
                 f"{meta['time']}. Median of {args.repeats} consecutive runs per cell after 10 warm-up runs, ms "
                 f"(p20/p80 in the CSV); glibc malloc thresholds pinned: {pinned}.\n\n")
         sj = "SpikingJelly 0.0.0.0.14 torch"
-        f.write(f"| neuron | provider | forward (no_grad) | forward+backward | forward / copy | speed-up over "
-                f"SJ torch, forward / forward+backward |\n")
+        f.write("| neuron | provider | forward (no_grad) | forward+backward | forward / copy | speed-up over "
+                "SJ torch, forward / forward+backward |\n")
         f.write("|---|---|---|---|---|---|\n")
         for kind in ("LIF", "IF"):
             rows = {(r["provider"], r["mode"]): r["ms"] for r in records if r["neuron"] == kind}

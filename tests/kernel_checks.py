@@ -12,7 +12,7 @@ import itertools
 import pytest
 import torch
 
-from fastspike import functional, surrogate
+from fastspike import functional, layer, neuron, surrogate
 from helpers import assert_bitwise_equal, assert_grad_close, weights_like
 
 SURROGATES = [surrogate.Sigmoid(), surrogate.ATan(), surrogate.PiecewiseQuadratic(), surrogate.PiecewiseExp(),
@@ -107,3 +107,137 @@ def skip_unless_available(backend, device_type):
     from fastspike import backends
     reason = backends._unavailable_reason(backend, device_type)
     return pytest.mark.skipif(reason is not None, reason=f"{backend} on {device_type}: {reason}")
+
+
+class CpuKernelChecks:
+    """The checks every fused backend passes on CPU tensors. A test module subclasses this as ``Test...``
+    with ``backend`` set, the ops' names and a skip mark for when the backend cannot run."""
+
+    backend = ""
+    forward_op = ""
+    backward_op = ""
+
+    @pytest.mark.parametrize("case", grid(), ids=case_id)
+    @pytest.mark.parametrize("shape", SHAPES, ids=str)
+    def test_grid_fp32(self, case, shape):
+        x, v_init, w = inputs(shape, torch.float32, "cpu", seed=len(shape))
+        assert_matches_reference(self.backend, case, x, v_init, w)
+
+    @pytest.mark.parametrize("case", grid()[::3], ids=case_id)
+    @pytest.mark.parametrize("dtype", DTYPES[1:], ids=str)
+    def test_dtypes(self, case, dtype):
+        x, v_init, w = inputs((6, 2, 37), dtype, "cpu", seed=3, tensor_v_init=dtype != torch.float16)
+        assert_matches_reference(self.backend, case, x, v_init, w)
+
+    @pytest.mark.parametrize("case", grid()[::4], ids=case_id)
+    def test_scalar_v_init_no_v_seq(self, case):
+        x, _, w = inputs((5, 3, 11), torch.float32, "cpu", seed=5)
+        assert_matches_reference(self.backend, case, x, -0.2, w, store_v_seq=False)
+
+    @pytest.mark.parametrize("case", grid()[1::5], ids=case_id)
+    def test_outputs_fully_written(self, case, monkeypatch):
+        restore = poisoned_empty(monkeypatch)
+        try:
+            x, v_init, w = inputs((3, 2, 5, 7), torch.float32, "cpu", seed=7)
+            assert torch.empty(4).isnan().all()
+            assert_matches_reference(self.backend, case, x, v_init, w)
+        finally:
+            restore()
+
+    def test_channels_last_runs_without_copy(self):
+        conv_out = torch.randn(4 * 2, 3, 5, 6).to(memory_format=torch.channels_last) + 0.5
+        x = conv_out.view(4, 2, 3, 5, 6)
+        spikes, v_last = functional.lif_multistep(x, tau=3.0, backend=self.backend)
+        ref_spikes, ref_v = functional.lif_multistep(x, tau=3.0, backend="torch")
+        assert_bitwise_equal(spikes, ref_spikes, "spikes")
+        assert_bitwise_equal(v_last, ref_v, "v_last")
+        assert spikes.stride() == x.stride()  # outputs keep the input's layout: no copy was made
+        case = ("plif", None, True, False, surrogate.Sigmoid())
+        assert_matches_reference(self.backend, case, x, 0.0, torch.tensor(-0.4))
+
+    def test_non_dense_and_time_inner_inputs(self):
+        base = torch.randn(6, 4, 10) + 0.5
+        for x in (base[:, :, ::2], base.transpose(0, 1)):
+            case = ("lif", 0.0, True, False, surrogate.ATan())
+            assert_matches_reference(self.backend, case, x, 0.0, None, store_v_seq=True)
+
+    def test_compile_fullgraph_matches_eager(self):
+        torch._dynamo.reset()
+        net = torch.nn.Sequential(layer.Linear(6, 8), neuron.LIFNode(step_mode="m", backend=self.backend),
+                                  layer.Linear(8, 3), neuron.ParametricLIFNode(step_mode="m", backend=self.backend))
+        functional.set_step_mode(net, "m")
+        x = torch.randn(4, 2, 6)
+        out = torch.compile(net, fullgraph=True, backend="aot_eager")(x)
+        out.sum().backward()
+        grads = [p.grad.clone() for p in net.parameters()]
+        functional.reset_net(net)
+        net.zero_grad()
+        ref = net(x)
+        ref.sum().backward()
+        assert_bitwise_equal(out, ref, "compiled output")
+        for g, p in zip(grads, net.parameters()):
+            torch.testing.assert_close(g, p.grad, rtol=1e-6, atol=1e-7)
+
+    def test_double_backward_raises(self):
+        x = torch.randn(3, 4, requires_grad=True)
+        spikes, v = functional.lif_multistep(x, backend=self.backend)
+        with pytest.raises(RuntimeError, match="first-order"):
+            torch.autograd.grad(v.sum(), x, create_graph=True)
+
+    def test_opcheck(self):
+        forward = getattr(torch.ops.fastspike, self.forward_op).default
+        backward = getattr(torch.ops.fastspike, self.backward_op).default
+        x = torch.randn(3, 2, 5) + 0.5
+        k = torch.tensor(0.4)
+        for kind, v_init, kk in (("lif", None, None), ("plif", torch.rand(2, 5), k), ("if", torch.rand(2, 5), None)):
+            for save_h in (False, True):
+                args = (x.clone().requires_grad_(save_h), v_init, 0.1, kk, kind, 1.0, 0.0, 2.0, True, False, "atan",
+                        2.0, True, save_h)
+                torch.library.opcheck(forward, args)
+            bargs = (torch.randn(3, 2, 5), torch.randn(2, 5), torch.randn(3, 2, 5), torch.randn(3, 2, 5), v_init, 0.1,
+                     kk, kind, 1.0, None, 2.0, False, True, "sigmoid", 4.0)
+            torch.library.opcheck(backward, bargs)
+
+
+class CudaKernelChecks:
+    """The checks every fused backend passes on a GPU; subclassed like :class:`CpuKernelChecks`."""
+
+    backend = ""
+
+    @pytest.mark.parametrize("case", grid()[::3], ids=case_id)
+    def test_cuda_outputs_fully_written_and_channels_last(self, case, monkeypatch):
+        restore = poisoned_empty(monkeypatch)
+        try:
+            x = (torch.randn(4 * 8, 16, 7, 9, device="cuda").to(memory_format=torch.channels_last) + 0.5)
+            x = x.view(4, 8, 16, 7, 9)
+            w = torch.tensor(-0.4, device="cuda")
+            assert_matches_reference(self.backend, case, x, 0.0, w)
+            assert_matches_reference(self.backend, case, x[:, :, :, :, 1:], 0.0, w)
+        finally:
+            restore()
+
+    def test_cuda_graph_capture(self):
+        x = torch.randn(4, 64, 100, device="cuda")
+        static_x = x.clone()
+        node = neuron.LIFNode(step_mode="m", backend=self.backend)
+        with torch.no_grad():
+            node(static_x)
+            node.reset()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                out = node(static_x)
+            node.reset()
+            static_x.copy_(x * 2)
+            graph.replay()
+            ref, _ = functional.lif_multistep(x * 2, backend="torch")
+        assert_bitwise_equal(out, ref, "graph replay")
+
+    def test_cuda_more_than_2_to_31_elements(self):
+        if torch.cuda.get_device_properties(0).total_memory < 40e9:
+            pytest.skip("needs about 20 GB")
+        x = torch.full((2, 2 ** 30 + 8), 0.6, device="cuda", dtype=torch.float16)
+        with torch.no_grad():
+            spikes, v = functional.lif_multistep(x, tau=1.5, backend=self.backend)
+        ref_last = functional.lif_multistep(x[:, -3:].float(), tau=1.5, backend="torch")
+        assert_bitwise_equal(spikes[:, -3:].float(), ref_last[0], "tail spikes")
+        assert_bitwise_equal(v[-3:], ref_last[1], "tail v")

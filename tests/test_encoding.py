@@ -67,5 +67,28 @@ def test_losses_against_hand_values():
     expected = (-math.log(math.exp(2) / (math.exp(2) + math.exp(1) + 1))
                 - math.log(math.exp(2) / (1 + math.exp(1) + math.exp(2)))) / 2
     assert math.isclose(encoding.ce_count_loss(s, y).item(), expected, rel_tol=1e-6)
+    # ce-step scores each step's spikes: step 0 logits [1, 0, 0] and [0, 1, 1], step 1 [1, 1, 0] and [0, 0, 1].
+    e = math.e
+    per_step = [math.log((e + 2) / e), math.log((2 * e + 1) / e), math.log((2 * e + 1) / e), math.log((e + 2) / e)]
+    assert math.isclose(encoding.ce_step_loss(s, y).item(), sum(per_step) / 4, rel_tol=1e-6)
     with pytest.raises(ValueError, match=r"spike_seq \[T, N, K\]"):
         encoding.mse_rate_loss(s[0], y)
+
+
+def test_ce_step_is_the_mean_over_steps_of_each_steps_cross_entropy():
+    g = torch.Generator().manual_seed(0)
+    s = (torch.rand(7, 5, 4, generator=g) < 0.4).float()
+    y = torch.randint(0, 4, (5,), generator=g)
+    per_step = torch.stack([F.cross_entropy(s[t], y) for t in range(7)]).mean()
+    assert torch.allclose(encoding.ce_step_loss(s, y), per_step, rtol=1e-6, atol=0)
+    # Not the cross-entropy of the mean rate, which the name ce-rate keeps.
+    assert abs(encoding.ce_step_loss(s, y) - encoding.ce_rate_loss(s, y)) > 0.01
+    assert encoding.LOSSES["ce-step"] is encoding.ce_step_loss
+
+
+def test_rate_losses_average_in_fp32():
+    # T = 3: the rate 1/3 rounds in bf16 (to 0.333984...), so a bf16 mean would shift both losses.
+    s = torch.tensor([[[1.0, 0, 0]], [[0, 1, 0]], [[0, 0, 0]]])
+    y = torch.tensor([0])
+    for loss in (encoding.mse_rate_loss, encoding.ce_rate_loss):
+        assert loss(s.bfloat16(), y).item() == loss(s, y).item(), loss.__name__

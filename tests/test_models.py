@@ -58,17 +58,30 @@ def test_seed_topologies():
     s = models.snntorch_csnn()
     assert s.T == 50 and [m.in_features for m in s.modules() if isinstance(m, layer.Linear)] == [1024]
     lif = [m for m in s.modules() if isinstance(m, neuron.LIFNode)]
-    assert len(lif) == 3 and all(m.tau == 2.0 and m.v_reset is None and not m.decay_input for m in lif)
+    # snnTorch's Leaky: subtractive reset without gradient through it (snnTorch detaches the reset spike).
+    assert len(lif) == 3 and all(m.tau == 2.0 and m.v_reset is None and not m.decay_input and m.detach_reset
+                                 for m in lif)
+    assert models.MODELS["snntorch-csnn"].loss == "ce-step"  # snnTorch's ce_rate_loss
     f = models.fc_snn()
     assert f.T == 100 and f.encoder == "poisson"
     assert [(m.in_features, m.out_features) for m in f.modules() if isinstance(m, layer.Linear)] == [(784, 10)]
     p = models.mlp_snn()
     assert [(m.in_features, m.out_features) for m in p.modules() if isinstance(m, layer.Linear)] == \
         [(784, 1000), (1000, 10)]
-    assert all(abs(m.tau - 20.0) < 1e-9 for m in p.modules() if isinstance(m, neuron.LIFNode))
+    p_lif = [m for m in p.modules() if isinstance(m, neuron.LIFNode)]
+    assert len(p_lif) == 2 and all(abs(m.tau - 20.0) < 1e-9 and m.detach_reset for m in p_lif)
+    assert not any(m.detach_reset for m in c.modules() if isinstance(m, neuron.BaseNode))  # SpikingJelly's default
     d = models.dvs_csnn(channels=8, frame_size=128)
     assert sum(isinstance(m, layer.Conv2d) for m in d.modules()) == 5  # 128 -> 4
     assert [m.in_features for m in d.modules() if isinstance(m, layer.Linear)] == [8 * 16]
+
+
+@pytest.mark.parametrize("frame_size, blocks, side", [(128, 5, 4), (48, 4, 3), (32, 3, 4), (9, 1, 4), (4, 1, 2)])
+def test_dvs_depth_pools_to_at_most_4x4(frame_size, blocks, side):
+    d = models.dvs_csnn(channels=2, frame_size=frame_size)
+    assert sum(isinstance(m, layer.Conv2d) for m in d.modules()) == blocks
+    assert [m.in_features for m in d.modules() if isinstance(m, layer.Linear)] == [2 * side * side]
+    assert d(torch.rand(2, 1, 2, frame_size, frame_size)).shape == (2, 1, 10)
 
 
 def test_backend_and_step_mode_reach_every_neuron():
@@ -114,3 +127,6 @@ def test_build_sizes_follow_the_input():
         models.build("csnn", (1, 28, 20), 10)
     with pytest.raises(ValueError, match="at least 12 x 12"):
         models.build("snntorch-cnn", (1, 10, 10), 10)
+    assert models.build("cnn", (1, 4, 4), 10, channels=2)(torch.rand(2, 1, 4, 4)).shape == (2, 10)
+    with pytest.raises(ValueError, match="at least 4 x 4"):
+        models.build("cnn", (1, 3, 3), 10)

@@ -4,10 +4,13 @@ import json
 import os
 import socket
 import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from fastspike import cli, data, models, train
@@ -44,18 +47,32 @@ def test_short_training_run_loss_falls_and_writes_outputs(tmp_path, capsys):
 
 
 def test_resume_continues_exactly(tmp_path):
-    _, whole = train.run(_args(*TINY, "--epochs", "2", "--out", str(tmp_path / "a")))
-    train.run(_args(*TINY, "--out", str(tmp_path / "b")))
-    model, resumed = train.run(_args(*TINY, "--epochs", "2", "--resume", "--out", str(tmp_path / "b")))
-    # The steps after the interruption see the same weights, optimizer moments, shuffle and RNG state.
+    # Poisson input draws from the global RNG at every step, so the resumed epoch matches only if the
+    # checkpoint restores the RNG state, not just the weights, optimizer moments and shuffle order.
+    poisson = [*TINY, "--encoder", "poisson"]
+    _, whole = train.run(_args(*poisson, "--epochs", "2", "--out", str(tmp_path / "a")))
+    train.run(_args(*poisson, "--out", str(tmp_path / "b")))
+    model, resumed = train.run(_args(*poisson, "--epochs", "2", "--resume", "--out", str(tmp_path / "b")))
     for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
         assert resumed["history"][1][key] == whole["history"][1][key], key
     saved = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["model"]
     assert all(torch.equal(v, saved[k]) for k, v in _params(model).items())
-    with pytest.raises(SystemExit, match="channels: saved 2, now 3"):
-        cli.main(["train", *TINY, "--channels", "3", "--resume", "--out", str(tmp_path / "b")])
     with pytest.raises(SystemExit, match="no checkpoint"):
-        cli.main(["train", *TINY, "--resume", "--out", str(tmp_path / "c")])
+        cli.main(["train", *poisson, "--resume", "--out", str(tmp_path / "c")])
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--channels", "3"], "--channels: saved 2, now 3"),
+    (["--batch-size", "16"], "--batch-size: saved 32, now 16"),
+    (["--lr", "0.01", "--seed", "1"], "--lr: saved 0.001, now 0.01, --seed: saved 0, now 1"),
+    (["--schedule", "const", "--amp"], "--schedule: saved 'cosine', now 'const', --amp: saved False, now True"),
+    (["--momentum", "0.5"], "--momentum: saved 0.9, now 0.5"),
+])
+def test_resume_refuses_other_options(tmp_path, argv, match):
+    ckpt = tmp_path / "checkpoint.pt"
+    torch.save({"config": train._resolve(_args(*TINY), data.DataInfo("digits", (1, 28, 28), 10))}, ckpt)
+    with pytest.raises(SystemExit, match=match):
+        cli.main(["train", *TINY, *argv, "--resume", "--out", str(tmp_path)])
 
 
 def _write_idx(path, array):
@@ -89,6 +106,23 @@ def test_mnist_idx_files_load_without_network(tmp_path, monkeypatch):
     assert m["epochs_done"] == 1 and 0 <= m["final_test_acc"] <= 1
 
 
+def test_mnist_offline_and_missing_names_the_files_to_place(tmp_path, monkeypatch):
+    import urllib.error
+    import urllib.request
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("no network in this test")
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    for name, folder in (("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST")):
+        with pytest.raises(OSError) as err:
+            data.load(name, str(tmp_path))
+        message = str(err.value)
+        assert repr(os.path.join(str(tmp_path), folder, "raw")) in message, message
+        assert all(f in message for f in data.IDX_FILES) and "no network in this test" in message
+    with pytest.raises(SystemExit, match="MNIST/raw' and could not be downloaded"):
+        cli.main(["train", *TINY, "--dataset", "mnist", "--data-dir", str(tmp_path), "--out", str(tmp_path / "r")])
+
+
 def _write_dvs(root, per_class, T=2):
     rng = np.random.default_rng(0)
     for c in data.CIFAR10_DVS_CLASSES:
@@ -106,10 +140,21 @@ def test_cifar10_dvs_frames_folder(tmp_path):
     assert (len(tr), len(te)) == (90, 10) and info.T == 2 and info.in_shape == (2, 8, 8)
     x, y = data.collate_time_major([tr[0], tr[50]])
     assert x.shape == (2, 2, 2, 8, 8) and y.tolist() == [0, 5]
+    # --frame-size 4 averages each 2 x 2 block of the 8 x 8 frames.
+    small_tr, _, small = data.load("cifar10-dvs", str(root), frame_size=4)
+    assert small.in_shape == (2, 4, 4) and small.T == 2
+    blocks = tr[3][0].reshape(2, 2, 4, 2, 4, 2).mean((3, 5))
+    assert torch.allclose(small_tr[3][0], blocks) and small_tr[3][1] == tr[3][1]
     for model in ("dvs-csnn", "dvs-cnn"):
-        _, m = train.run(_args(*TINY, "--model", model, "--dataset", "cifar10-dvs", "--data-dir", str(root),
-                               "--workers", "0", "--batch-size", "16", "--out", str(tmp_path / model)))
+        trained, m = train.run(_args(*TINY, "--model", model, "--dataset", "cifar10-dvs", "--data-dir", str(root),
+                                     "--frame-size", "4", "--workers", "0", "--batch-size", "16",
+                                     "--out", str(tmp_path / model)))
         assert m["config"]["T"] == (2 if model == "dvs-csnn" else None) and m["epochs_done"] == 1
+        assert m["config"]["frame_size"] == 4
+        assert [l.in_features for l in trained.modules() if isinstance(l, torch.nn.Linear)] == [2 * 2 * 2]
+    with pytest.raises(SystemExit, match="frame_size must be a positive integer, got 0"):
+        cli.main(["train", *TINY, "--model", "dvs-csnn", "--dataset", "cifar10-dvs", "--data-dir", str(root),
+                  "--frame-size", "0", "--out", str(tmp_path / "x")])
     with pytest.raises(SystemExit, match="runs over the 2 frames of each sample; got T=8"):
         cli.main(["train", *TINY, "--model", "dvs-csnn", "--dataset", "cifar10-dvs", "--data-dir", str(root),
                   "--T", "8", "--out", str(tmp_path / "x")])
@@ -122,6 +167,8 @@ def test_cifar10_dvs_frames_folder(tmp_path):
     (["--model", "cnn", "--loss", "mse-rate"], "its loss is 'ce'"),
     (["--model", "dvs-csnn"], "takes event frames"),
     (["--backend", "triton"], "triton"),
+    (["--momentum", "-0.5"], "--momentum must be >= 0, got -0.5"),
+    (["--frame-size", "32"], "cifar10-dvs frames only"),
 ])
 def test_train_rejects_bad_combinations(tmp_path, argv, match):
     with pytest.raises(SystemExit, match=match):
@@ -134,6 +181,24 @@ def test_parser_rejects_bad_values(capsys):
             cli.main(["train", *argv])
         assert err.value.code == 2, argv
     assert "invalid choice: 'cifar100'" in capsys.readouterr().err
+
+
+def test_failed_setup_destroys_the_process_group(tmp_path, monkeypatch):
+    def one_process_group(device):
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+        return 0, 1, device, True
+    monkeypatch.setattr(train, "_distributed", one_process_group)
+    with pytest.raises(train.TrainError, match="does not apply to spiking model"):
+        train.run(_args("--device", "cpu", "--loss", "ce", "--out", str(tmp_path)))
+    assert not dist.is_initialized()
+
+
+def test_torchrun_entry_point_parses():
+    # torchrun runs `python -m fastspike.cli train ...`: the module must work as a script.
+    done = subprocess.run([sys.executable, "-m", "fastspike.cli", "train", "--help"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "--frame-size S" in done.stdout and "--resume" in done.stdout
 
 
 def _ddp_worker(rank, port, out):

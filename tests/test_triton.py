@@ -16,8 +16,8 @@ import torch
 import fastspike
 from fastspike import backends, functional, neuron, surrogate, triton_kernels
 from helpers import assert_bitwise_equal
-from kernel_checks import (DTYPES, SHAPES, assert_matches_reference, case_id, grid, inputs, poisoned_empty,
-                           run)
+from kernel_checks import (DTYPES, CpuKernelChecks, CudaKernelChecks, assert_matches_reference, case_id,
+                           grid, inputs, run)
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 CASES = grid()
@@ -76,59 +76,8 @@ def test_importing_fastspike_does_not_import_triton():
 
 
 @interpreted
-@pytest.mark.parametrize("case", CASES, ids=case_id)
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_interpreter_grid_fp32(case, shape):
-    x, v_init, w = inputs(shape, torch.float32, "cpu", seed=len(shape))
-    assert_matches_reference("triton", case, x, v_init, w)
-
-
-@interpreted
-@pytest.mark.parametrize("case", CASES[::3], ids=case_id)
-@pytest.mark.parametrize("dtype", DTYPES[1:], ids=str)
-def test_interpreter_dtypes(case, dtype):
-    x, v_init, w = inputs((6, 2, 37), dtype, "cpu", seed=3, tensor_v_init=dtype != torch.float16)
-    assert_matches_reference("triton", case, x, v_init, w)
-
-
-@interpreted
-@pytest.mark.parametrize("case", CASES[::4], ids=case_id)
-def test_interpreter_scalar_v_init_no_v_seq(case):
-    x, _, w = inputs((5, 3, 11), torch.float32, "cpu", seed=5)
-    assert_matches_reference("triton", case, x, -0.2, w, store_v_seq=False)
-
-
-@interpreted
-@pytest.mark.parametrize("case", CASES[1::5], ids=case_id)
-def test_interpreter_outputs_fully_written(case, monkeypatch):
-    restore = poisoned_empty(monkeypatch)
-    try:
-        x, v_init, w = inputs((3, 2, 5, 7), torch.float32, "cpu", seed=7)
-        assert torch.empty(4).isnan().all()
-        assert_matches_reference("triton", case, x, v_init, w)
-    finally:
-        restore()
-
-
-@interpreted
-def test_interpreter_channels_last_runs_without_copy():
-    conv_out = torch.randn(4 * 2, 3, 5, 6).to(memory_format=torch.channels_last) + 0.5
-    x = conv_out.view(4, 2, 3, 5, 6)
-    spikes, v_last = functional.lif_multistep(x, tau=3.0, backend="triton")
-    ref_spikes, ref_v = functional.lif_multistep(x, tau=3.0, backend="torch")
-    assert_bitwise_equal(spikes, ref_spikes, "spikes")
-    assert_bitwise_equal(v_last, ref_v, "v_last")
-    assert spikes.stride() == x.stride()  # outputs keep the input's layout: no copy was made
-    case = ("plif", None, True, False, surrogate.Sigmoid())
-    assert_matches_reference("triton", case, x, 0.0, torch.tensor(-0.4))
-
-
-@interpreted
-def test_interpreter_non_dense_and_time_inner_inputs():
-    base = torch.randn(6, 4, 10) + 0.5
-    for x in (base[:, :, ::2], base.transpose(0, 1)):
-        case = ("lif", 0.0, True, False, surrogate.ATan())
-        assert_matches_reference("triton", case, x, 0.0, None, store_v_seq=True)
+class TestTritonInterpreted(CpuKernelChecks):
+    backend, forward_op, backward_op = "triton", "triton_neuron_forward", "triton_neuron_backward"
 
 
 @interpreted
@@ -158,48 +107,6 @@ def test_interpreter_inference_forward_writes_spikes_only():
     spikes, v_last, v_seq, h_seq = torch.ops.fastspike.triton_neuron_forward(
         x, None, 0.0, None, "lif", 1.0, 0.0, 2.0, True, False, "atan", 2.0, False, False)
     assert v_seq.numel() == 0 and h_seq.numel() == 0 and spikes.shape == x.shape and v_last.shape == x[0].shape
-
-
-@interpreted
-def test_interpreter_opcheck():
-    x = torch.randn(3, 2, 5) + 0.5
-    k = torch.tensor(0.4)
-    for kind, v_init, kk in (("lif", None, None), ("plif", torch.rand(2, 5), k), ("if", torch.rand(2, 5), None)):
-        for save_h in (False, True):
-            args = (x.clone().requires_grad_(save_h), v_init, 0.1, kk, kind, 1.0, 0.0, 2.0, True, False, "atan", 2.0,
-                    True, save_h)
-            torch.library.opcheck(torch.ops.fastspike.triton_neuron_forward.default, args)
-        bargs = (torch.randn(3, 2, 5), torch.randn(2, 5), torch.randn(3, 2, 5), torch.randn(3, 2, 5), v_init, 0.1, kk,
-                 kind, 1.0, None, 2.0, False, True, "sigmoid", 4.0)
-        torch.library.opcheck(torch.ops.fastspike.triton_neuron_backward.default, bargs)
-
-
-@interpreted
-def test_interpreter_compile_fullgraph_matches_eager():
-    torch._dynamo.reset()
-    net = torch.nn.Sequential(fastspike.layer.Linear(6, 8), neuron.LIFNode(step_mode="m", backend="triton"),
-                              fastspike.layer.Linear(8, 3), neuron.ParametricLIFNode(step_mode="m", backend="triton"))
-    functional.set_step_mode(net, "m")
-    x = torch.randn(4, 2, 6)
-    compiled = torch.compile(net, fullgraph=True, backend="aot_eager")
-    out = compiled(x)
-    out.sum().backward()
-    grads = [p.grad.clone() for p in net.parameters()]
-    functional.reset_net(net)
-    net.zero_grad()
-    ref = net(x)
-    ref.sum().backward()
-    assert_bitwise_equal(out, ref, "compiled output")
-    for g, p in zip(grads, net.parameters()):
-        torch.testing.assert_close(g, p.grad, rtol=1e-6, atol=1e-7)
-
-
-@interpreted
-def test_interpreter_double_backward_raises():
-    x = torch.randn(3, 4, requires_grad=True)
-    spikes, v = functional.lif_multistep(x, backend="triton")
-    with pytest.raises(RuntimeError, match="first-order"):
-        torch.autograd.grad(v.sum(), x, create_graph=True)
 
 
 @interpreted
@@ -236,19 +143,6 @@ def test_cuda_grid(case, dtype):
     # Narrow blocks with a ragged tail; wide blocks (N >= 2^18) with a ragged tail.
     for shape in ((7, 3, 1001), (2, 4, 64, 9, 9), (3, 2, 131101)):
         _cuda_inputs_match(case, shape, dtype)
-
-
-@cuda_only
-@pytest.mark.parametrize("case", CASES[::3], ids=case_id)
-def test_cuda_outputs_fully_written_and_channels_last(case, monkeypatch):
-    restore = poisoned_empty(monkeypatch)
-    try:
-        x = (torch.randn(4 * 8, 16, 7, 9, device="cuda").to(memory_format=torch.channels_last) + 0.5)
-        x = x.view(4, 8, 16, 7, 9)
-        assert_matches_reference("triton", case, x, 0.0, torch.tensor(-0.4, device="cuda"))
-        assert_matches_reference("triton", case, x[:, :, :, :, 1:], 0.0, torch.tensor(-0.4, device="cuda"))
-    finally:
-        restore()
 
 
 @cuda_only
@@ -314,30 +208,5 @@ def test_cuda_compile_csnn_fullgraph(mode):
 
 
 @cuda_only
-def test_cuda_graph_capture():
-    x = torch.randn(4, 64, 100, device="cuda")
-    static_x = x.clone()
-    node = neuron.LIFNode(step_mode="m", backend="triton")
-    with torch.no_grad():
-        node(static_x)
-        node.reset()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            out = node(static_x)
-        node.reset()
-        static_x.copy_(x * 2)
-        graph.replay()
-        ref, _ = functional.lif_multistep(x * 2, backend="torch")
-    assert_bitwise_equal(out, ref, "graph replay")
-
-
-@cuda_only
-def test_cuda_more_than_2_to_31_elements():
-    if torch.cuda.get_device_properties(0).total_memory < 40e9:
-        pytest.skip("needs about 20 GB")
-    x = torch.full((2, 2 ** 30 + 8), 0.6, device="cuda", dtype=torch.float16)
-    with torch.no_grad():
-        spikes, v = functional.lif_multistep(x, tau=1.5, backend="triton")
-    ref_last = functional.lif_multistep(x[:, -3:].float(), tau=1.5, backend="torch")
-    assert_bitwise_equal(spikes[:, -3:].float(), ref_last[0], "tail spikes")
-    assert_bitwise_equal(v[-3:], ref_last[1], "tail v")
+class TestTritonCUDA(CudaKernelChecks):
+    backend = "triton"
