@@ -1,8 +1,8 @@
 """``fastspike compare``: the seeds' table, an SNN against its non-spiking twin on the same data.
 
-Both models are trained by :func:`fastspike.train.run` with the same dataset, split, epochs, batch size,
-seed, device and channels, each in its own subfolder of the output folder; ``--opt``/``--lr`` apply to
-both when given, else each takes its registered default. ``--T``, ``--encoder``, ``--loss`` and
+Both models are trained by :func:`fastspike.train.run` with the same dataset, split, frame size, epochs,
+batch size, seed, device and channels, each in its own subfolder of the output folder; ``--opt``/``--lr``
+apply to both when given, else each takes its registered default. ``--T``, ``--encoder``, ``--loss`` and
 ``--backend`` apply to the SNN only. The table (printed, and saved as ``compare.md``) gives each model's
 best and final test accuracy (fractions) and the median time of one training step on a batch, which for
 the SNN covers all T time steps.

@@ -11,7 +11,9 @@ Losses read the output spikes ``spike_seq [T, N, K]`` of a network with K classe
 ``labels [N]`` and return a scalar:
 
 - :func:`mse_rate_loss`: mean squared error between the firing rate and the one-hot label;
-- :func:`ce_rate_loss`: cross-entropy with the firing rates (in [0, 1]) as logits;
+- :func:`ce_step_loss`: cross-entropy with each step's spikes as logits, averaged over the T steps
+  (snnTorch's ``ce_rate_loss``);
+- :func:`ce_rate_loss`: cross-entropy of the mean firing rate: the rates (in [0, 1]) as logits;
 - :func:`ce_count_loss`: cross-entropy with the spike counts (in [0, T]) as logits.
 """
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["direct", "poisson", "latency", "encode", "ENCODERS", "firing_rate", "mse_rate_loss",
-           "ce_rate_loss", "ce_count_loss", "LOSSES"]
+           "ce_step_loss", "ce_rate_loss", "ce_count_loss", "LOSSES"]
 
 
 def _check(x: torch.Tensor, T: int, owner: str) -> None:
@@ -86,15 +88,28 @@ def _check_output(spike_seq: torch.Tensor, labels: torch.Tensor, owner: str) -> 
 def mse_rate_loss(spike_seq: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """MSE between the firing rate ``[N, K]`` and the one-hot labels (SpikingJelly's tutorials' loss)."""
     _check_output(spike_seq, labels, "mse_rate_loss")
-    rate = firing_rate(spike_seq).float()
+    rate = firing_rate(spike_seq.float())  # fp32 before the sum: bf16 would round the counts
     return F.mse_loss(rate, F.one_hot(labels, rate.shape[1]).to(rate.dtype))
 
 
+def ce_step_loss(spike_seq: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of every step's spikes ``[N, K]`` as logits, averaged over the T steps and the batch:
+    snnTorch's ``ce_rate_loss``. Each step is scored on its own, so a step without a spike of the right
+    class costs as much early as late; with logits in {0, 1} no step's loss falls below
+    ``log(1 + (K - 1) / e)``."""
+    _check_output(spike_seq, labels, "ce_step_loss")
+    # One cross-entropy over the T * N rows: its mean over rows is the mean over steps of each step's
+    # mean over the batch, as every step has the same N rows.
+    return F.cross_entropy(spike_seq.float().flatten(0, 1), labels.repeat(spike_seq.shape[0]))
+
+
 def ce_rate_loss(spike_seq: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy with the firing rates as logits. Bounded logits keep a gradient on every class even
-    when the right one already fires most: the loss cannot fall below ``log(1 + (K - 1) / e)``."""
+    """Cross-entropy of the mean firing rate: the rates ``[N, K]`` (in [0, 1]) are the logits. Not
+    snnTorch's loss of the same name (that is :func:`ce_step_loss`). Bounded logits keep a gradient on
+    every class even when the right one already fires most: the loss cannot fall below
+    ``log(1 + (K - 1) / e)``."""
     _check_output(spike_seq, labels, "ce_rate_loss")
-    return F.cross_entropy(firing_rate(spike_seq).float(), labels)
+    return F.cross_entropy(firing_rate(spike_seq.float()), labels)
 
 
 def ce_count_loss(spike_seq: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -104,4 +119,4 @@ def ce_count_loss(spike_seq: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
     return F.cross_entropy(spike_seq.float().sum(0), labels)
 
 
-LOSSES = {"mse-rate": mse_rate_loss, "ce-rate": ce_rate_loss, "ce-count": ce_count_loss}
+LOSSES = {"mse-rate": mse_rate_loss, "ce-step": ce_step_loss, "ce-rate": ce_rate_loss, "ce-count": ce_count_loss}

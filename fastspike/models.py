@@ -10,21 +10,22 @@ activation after the last layer: ``x [N, C, H, W] -> logits [N, classes]``.
 ``csnn`` / ``cnn``      seed 002 and SpikingJelly's Fashion-MNIST tutorial: [conv3x3-BN-IF-maxpool2] x 2,
                         Linear(C*(H/4)*(W/4) -> C*16)-IF, Linear(-> classes)-IF; ATan surrogate
 ``snntorch-csnn`` /     seed 000 (snnTorch's convolutional tutorial): conv5x5(12)-maxpool2-LIF,
-``snntorch-cnn``        conv5x5(64)-maxpool2-LIF, Linear(1024 -> classes)-LIF; T = 50
+``snntorch-cnn``        conv5x5(64)-maxpool2-LIF, Linear(1024 -> classes)-LIF; T = 50, ce-step loss
 ``fc-snn``              seed 002: Linear(784 -> 10, no bias)-LIF(tau 2), Poisson input, T = 100
 ``mlp-snn``             seed 004: Linear(784 -> 1000)-LIF, Linear(1000 -> 10)-LIF, snnTorch beta 0.95
 ``dvs-csnn`` /          seed 001 (CIFAR10-DVS): [conv3x3-BN-IF-maxpool2] until the frame is 4 x 4 or
-``dvs-cnn``             smaller, Linear(-> classes)-IF, T = 8 frames; the twin sees the frames summed
+``dvs-cnn``             smaller (at least one block), Linear(-> classes)-IF, T = 8 frames; the twin sees
+                        the frames summed
 ======================  ===============================================================================
 
 snnTorch's ``Leaky(beta)`` neuron is written here as ``LIFNode(tau=1 / (1 - beta), decay_input=False,
-v_reset=None)``: charge ``beta * v + x``, reset by subtracting the threshold. snnTorch subtracts it one
-step later, after the decay, so after a spike its potential is lower by ``(1 - beta) * threshold`` than
-here: the same network, not the same numbers.
+v_reset=None, detach_reset=True)``: charge ``beta * v + x``, reset by subtracting the threshold, with no
+gradient through the reset (snnTorch detaches the spike it resets with). snnTorch subtracts the threshold
+one step later, after the decay, so after a spike its potential is lower by ``(1 - beta) * threshold``
+than here: the same network, not the same numbers.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -74,6 +75,8 @@ def _parts(spiking: bool, make_node: Callable[[], nn.Module]):
 def _csnn_net(spiking, channels, classes, in_channels, image_size, backend):
     sm, act = _parts(spiking, lambda: neuron.IFNode(surrogate_function=surrogate.ATan(), backend=backend))
     s = image_size // 4
+    if s < 1:
+        raise ValueError(f"csnn needs images of at least 4 x 4 (two 2 x 2 poolings), got {image_size}")
     blocks = []
     for c_in in (in_channels, channels):
         blocks += [layer.Conv2d(c_in, channels, 3, padding=1, bias=False, step_mode=sm),
@@ -105,7 +108,7 @@ def _snntorch_size(image_size: int) -> int:
 
 
 def _snntorch_net(spiking, classes, in_channels, image_size, backend):
-    sm, act = _parts(spiking, lambda: neuron.LIFNode(tau=2.0, decay_input=False, v_reset=None,
+    sm, act = _parts(spiking, lambda: neuron.LIFNode(tau=2.0, decay_input=False, v_reset=None, detach_reset=True,
                                                      surrogate_function=surrogate.FastSigmoid(25.0),
                                                      backend=backend))
     s = _snntorch_size(image_size)
@@ -118,7 +121,7 @@ def _snntorch_net(spiking, classes, in_channels, image_size, backend):
 def snntorch_csnn(T: int = 50, classes: int = 10, in_channels: int = 1, image_size: int = 28,
                   encoder: str = "direct", backend: str = "auto") -> SpikingClassifier:
     """Seed 000's snnTorch CSNN: ``[N, in_channels, S, S] -> [T, N, classes]``; LIF with snnTorch's beta 0.5
-    (tau 2, no input decay, reset by subtraction) and its fast-sigmoid surrogate (slope 25)."""
+    (tau 2, no input decay, reset by subtraction, detached reset) and its fast-sigmoid surrogate (slope 25)."""
     return SpikingClassifier(_snntorch_net(True, classes, in_channels, image_size, backend), T, encoder)
 
 
@@ -139,12 +142,12 @@ def fc_snn(T: int = 100, classes: int = 10, in_features: int = 784, tau: float =
 def mlp_snn(T: int = 25, classes: int = 10, in_features: int = 784, hidden: int = 1000, beta: float = 0.95,
             encoder: str = "direct", backend: str = "auto") -> SpikingClassifier:
     """Seed 004's 784-1000-10 SNN: ``[N, *] -> [T, N, classes]``; snnTorch-style LIF with decay ``beta``
-    (tau ``1 / (1 - beta)``, no input decay, reset by subtraction) and the ATan surrogate."""
+    (tau ``1 / (1 - beta)``, no input decay, reset by subtraction, detached reset) and the ATan surrogate."""
     if not 0 <= beta < 1:
         raise ValueError(f"mlp_snn: beta must be in [0, 1), got {beta}")
 
     def node():
-        return neuron.LIFNode(tau=1 / (1 - beta), decay_input=False, v_reset=None,
+        return neuron.LIFNode(tau=1 / (1 - beta), decay_input=False, v_reset=None, detach_reset=True,
                               surrogate_function=surrogate.ATan(), backend=backend)
     return SpikingClassifier(nn.Sequential(
         layer.Flatten(), layer.Linear(in_features, hidden), node(), layer.Linear(hidden, classes), node()),
@@ -160,13 +163,11 @@ class _SumOverTime(nn.Module):
 
 def _dvs_net(spiking, channels, classes, in_channels, frame_size, backend):
     sm, act = _parts(spiking, lambda: neuron.IFNode(backend=backend))
-    n_blocks = max(1, int(math.log2(frame_size / 4)))
-    blocks, c_in = [], in_channels
-    for _ in range(n_blocks):
+    blocks, c_in, s = [], in_channels, frame_size
+    while not blocks or s > 4:  # each block's pooling halves the side, rounding down
         blocks += [layer.Conv2d(c_in, channels, 3, padding=1, bias=False, step_mode=sm),
                    layer.BatchNorm2d(channels, step_mode=sm), act(), layer.MaxPool2d(2, 2, step_mode=sm)]
-        c_in = channels
-    s = frame_size >> n_blocks
+        c_in, s = channels, s // 2
     head = [layer.Flatten(step_mode=sm), layer.Linear(channels * s * s, classes, step_mode=sm)]
     return nn.Sequential(*blocks, *head, act()) if spiking else nn.Sequential(_SumOverTime(), *blocks, *head)
 
@@ -176,7 +177,8 @@ def dvs_csnn(channels: int = 128, classes: int = 10, in_channels: int = 2, frame
     """Seed 001's CIFAR10-DVS CSNN: event frames ``[T, N, in_channels, S, S] -> [T, N, classes]``.
 
     IF neurons with SpikingJelly's defaults (threshold 1, hard reset to 0, sigmoid surrogate); the seed
-    ran T = 8 frames. The seed's report lists no layer sizes: the depth here pools S down to 4 x 4.
+    ran T = 8 frames. The seed's report lists no layer sizes: the depth here pools S down to 4 x 4 or
+    smaller, with at least one block (S = 128: 5 blocks, 4 x 4; S = 48: 4 blocks, 3 x 3).
     """
     if frame_size < 2:
         raise ValueError(f"dvs_csnn: frame_size must be at least 2, got {frame_size}")
@@ -217,7 +219,7 @@ MODELS = {
     "csnn": ModelInfo("seed 002 / SpikingJelly Fashion-MNIST CSNN (IF)", True, False, "mse-rate", "adam", 1e-3,
                       T=4, channels=32, encoder="direct", twin="cnn"),
     "cnn": ModelInfo("CNN twin of csnn (ReLU)", False, False, "ce", "adam", 1e-3, channels=32),
-    "snntorch-csnn": ModelInfo("seed 000 snnTorch CSNN (LIF)", True, False, "ce-rate", "adam", 1e-2, T=50,
+    "snntorch-csnn": ModelInfo("seed 000 snnTorch CSNN (LIF)", True, False, "ce-step", "adam", 1e-2, T=50,
                                encoder="direct", twin="snntorch-cnn"),
     "snntorch-cnn": ModelInfo("ANN twin of snntorch-csnn (ReLU)", False, False, "ce", "adam", 1e-2),
     "fc-snn": ModelInfo("seed 002 single-layer SNN 784-10 (LIF, Poisson input)", True, False, "mse-rate", "adam",

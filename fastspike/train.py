@@ -6,11 +6,18 @@ over the epochs (``--schedule const`` keeps it). Accuracies are fractions in [0,
 
 Files written to the output folder (by rank 0) after every epoch:
 
-- ``metrics.json``: the run's configuration, ``best_test_acc``/``best_epoch``, ``final_test_acc``,
-  ``step_ms`` (median time of a training step), ``wall_time_s`` and ``history`` (one entry per epoch);
+- ``metrics.json``: the run's configuration, ``best_test_acc``/``best_epoch`` (the epoch with the highest
+  test accuracy: chosen on the test set, as the seeds report it; there is no validation split),
+  ``final_test_acc``, ``step_ms`` (median time of a training step), ``wall_time_s`` and ``history`` (one
+  entry per epoch);
 - ``log.csv``: ``history`` as a table; ``curves.png``: loss and accuracy per epoch (matplotlib);
 - ``checkpoint.pt``: model, optimizer, AMP scaler, epoch, every rank's RNG state and the history, from
   which ``--resume`` continues bit for bit as if uninterrupted; ``best.pt``: the best model's weights.
+
+``--resume`` refuses a checkpoint saved with other options, except ``--epochs`` (raise it to train
+further) and ``--backend``, which do not change what is computed; ``--device`` and ``--workers`` are not
+part of the configuration either. Every process reads the checkpoint that rank 0 wrote, so with several
+nodes ``--out`` must be on a filesystem they share.
 
 Distributed: run under ``torchrun --nproc-per-node K -m fastspike.cli train ...`` (or ``torchrun`` with
 ``--nnodes``), which sets ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``. Each process takes ``--batch-size``
@@ -37,8 +44,9 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from . import backends, data, encoding, functional, models
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
-# Options that fix what is trained: resuming with another value would continue a different run.
-_IDENTITY = ("model", "dataset", "T", "channels", "encoder", "loss", "opt")
+# The only configuration entries --resume lets change: every other one alters the trajectory, so resuming
+# with another value would continue a different run under this run's name.
+_MAY_CHANGE_ON_RESUME = ("epochs", "backend")
 
 
 class TrainError(ValueError):
@@ -68,8 +76,10 @@ def _resolve(args, info) -> dict:
                          f"choose one of {', '.join(encoding.LOSSES)}")
     if not m.spiking and loss != "ce":
         raise TrainError(f"model {args.model!r} outputs logits: its loss is 'ce', got --loss {loss!r}")
+    if not args.momentum >= 0:
+        raise TrainError(f"--momentum must be >= 0, got {args.momentum}")
     T = (info.T if m.frames else args.T or m.T) if m.spiking else None
-    return {"model": args.model, "dataset": args.dataset, "T": T,
+    return {"model": args.model, "dataset": args.dataset, "frame_size": args.frame_size, "T": T,
             "channels": args.channels or m.channels, "encoder": (args.encoder or m.encoder) if m.spiking else None,
             "loss": loss, "opt": args.opt or m.opt, "lr": args.lr or m.lr, "momentum": args.momentum,
             "schedule": args.schedule, "epochs": args.epochs, "batch_size": args.batch_size, "amp": args.amp,
@@ -112,6 +122,13 @@ class _Run:
         if device.type == "cuda" and not torch.cuda.is_available():
             raise TrainError("--device cuda, but PyTorch sees no CUDA device")
         self.rank, self.world, self.device, self.owns_group = _distributed(device)
+        try:
+            self._setup(args)
+        except BaseException:
+            self.close()  # no one else would destroy the process group begun above
+            raise
+
+    def _setup(self, args) -> None:
         self.spiking = models.MODELS[args.model].spiking
         if self.spiking:
             try:
@@ -122,7 +139,7 @@ class _Run:
         if self.rank != 0:
             dist.barrier()
         try:
-            train_ds, test_ds, info = data.load(args.dataset, args.data_dir)
+            train_ds, test_ds, info = data.load(args.dataset, args.data_dir, args.frame_size)
         except (ValueError, OSError, ImportError) as err:
             raise TrainError(str(err)) from None
         finally:
@@ -273,8 +290,7 @@ class _Run:
             best = {"model": self.module.state_dict(), "epoch": len(self.history), "config": self.cfg}
             _atomic(os.path.join(self.out, "best.pt"), lambda p: torch.save(best, p))
         metrics = self.metrics()
-        _atomic(os.path.join(self.out, "metrics.json"),
-                lambda p: open(p, "w").write(json.dumps(metrics, indent=2) + "\n"))
+        _atomic(os.path.join(self.out, "metrics.json"), lambda p: _write_json(p, metrics))
         _atomic(os.path.join(self.out, "log.csv"), lambda p: _write_csv(p, self.history))
         _atomic(os.path.join(self.out, "curves.png"), lambda p: plot_curves(self.history, p, self.cfg))
 
@@ -283,10 +299,14 @@ class _Run:
         if not os.path.exists(path):
             raise TrainError(f"--resume: no checkpoint at {path}")
         ckpt = torch.load(path, map_location=self.device, weights_only=True)
-        diff = {k: (ckpt["config"][k], self.cfg[k]) for k in _IDENTITY if ckpt["config"][k] != self.cfg[k]}
+        saved = ckpt["config"]
+        diff = {k: (saved.get(k), v) for k, v in self.cfg.items()
+                if k not in _MAY_CHANGE_ON_RESUME and saved.get(k) != v}
         if diff:
-            raise TrainError(f"--resume: {path} is a different run; pass the same options "
-                             + ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in diff.items()))
+            raise TrainError(f"--resume: {path} was saved with other options (only --epochs and --backend may "
+                             f"change); pass the saved values: "
+                             + ", ".join(f"--{k.replace('_', '-')}: saved {a!r}, now {b!r}"
+                                         for k, (a, b) in diff.items()))
         self.module.load_state_dict(ckpt["model"])
         self.opt.load_state_dict(ckpt["optimizer"])
         self.scaler.load_state_dict(ckpt["scaler"])
@@ -312,6 +332,11 @@ def _atomic(path: str, write) -> None:
     os.replace(tmp, path)
 
 
+def _write_json(path: str, obj) -> None:
+    with open(path, "w") as f:
+        f.write(json.dumps(obj, indent=2) + "\n")
+
+
 def _write_csv(path: str, history: list) -> None:
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(history[0]))
@@ -333,7 +358,7 @@ def plot_curves(history: list, path: str, cfg: dict) -> None:
             ax.plot(epochs, [r[f"{split}_{key}"] for r in history], marker="o", label=split)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel("loss" if key == "loss" else "accuracy (fraction)")
+        ax.set_ylabel(f"loss ({cfg['loss']})" if key == "loss" else "accuracy (fraction)")
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(f"{cfg['model']} on {cfg['dataset']}")
