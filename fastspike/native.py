@@ -65,6 +65,8 @@ def unavailable_reason(device_type: str) -> Optional[str]:
         if not module.WITH_CUDA:
             return ("fastspike._C was built without CUDA kernels (no usable CUDA toolkit at build time); set "
                     f"CUDA_HOME to a toolkit matching torch's CUDA and {_REBUILD}")
+        if not torch.cuda.is_available():
+            return "no CUDA device is available"
         # Device queries cannot be traced; the eager call that follows a compiled one checks.
         if not torch.compiler.is_compiling():
             major, minor = torch.cuda.get_device_capability()
