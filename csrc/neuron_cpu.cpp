@@ -54,15 +54,53 @@ void for_each_chunk(int64_t T, int64_t N, F&& f) {
 template <typename T>
 T load_scalar(const void* p) { return p ? *static_cast<const T*>(p) : T(0); }
 
-// Input and spike conversions the vectoriser can see through (c10's fp16/bf16 conversions are calls).
+// fp16/bf16 conversions written with integer ops and selects, which the vectoriser can see through (c10's
+// are calls or scalar intrinsics, which keep the loops scalar). Each rounds exactly as c10 does (IEEE
+// round-to-nearest-even, NaN to a quiet NaN), so results do not depend on which one ran.
+inline float float_from_bits(uint32_t b) { float f; std::memcpy(&f, &b, sizeof(f)); return f; }
+inline uint32_t bits_of(float f) { uint32_t b; std::memcpy(&b, &f, sizeof(b)); return b; }
+
+inline float half_to_float(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t em = h & 0x7FFFu;
+  // Normal halves: rebias the exponent (15 -> 127); Inf/NaN: exponent all ones, payload kept.
+  const uint32_t normal = (em << 13) + ((127u - 15u) << 23) + (em >= 0x7C00u ? (128u - 16u) << 23 : 0u);
+  // Subnormal halves are em * 2^-24, exact in fp32.
+  const uint32_t subnormal = bits_of(static_cast<float>(static_cast<int32_t>(em)) * 0x1p-24f);
+  return float_from_bits(sign | (em >= 0x0400u ? normal : subnormal));
+}
+
+inline uint16_t float_to_half(float f) {
+  const uint32_t x = bits_of(f);
+  const uint32_t sign = (x >> 16) & 0x8000u;
+  const uint32_t a = x & 0x7FFFFFFFu;
+  // Normal range: drop 13 mantissa bits with round-to-nearest-even; a carry moves into the exponent.
+  const uint32_t r = a - ((127u - 15u) << 23);
+  const uint32_t normal = (r + 0x0FFFu + ((r >> 13) & 1u)) >> 13;
+  // Below 2^-14: 0.5 + |f| has an ulp of 2^-24, so the addition rounds |f| to a multiple of the half
+  // subnormal step (to even), and the bits above 0.5's are that multiple (0x400 is the smallest normal).
+  const uint32_t subnormal = bits_of(float_from_bits(a) + 0.5f) - bits_of(0.5f);
+  // 65520 = 0x477FF000 and above round to Inf.
+  const uint32_t mag = a > 0x7F800000u ? 0x7E00u : a >= 0x477FF000u ? 0x7C00u : a >= 0x38800000u ? normal : subnormal;
+  return static_cast<uint16_t>(sign | mag);
+}
+
+inline uint16_t float_to_bfloat16(float f) {
+  const uint32_t x = bits_of(f);
+  const uint32_t rounded = (x + 0x7FFFu + ((x >> 16) & 1u)) >> 16;
+  return static_cast<uint16_t>(f != f ? 0x7FC0u : rounded);
+}
+
+// Loads of x / grad_spike and stores of spikes / grad_x in the input dtype S, the arithmetic in T.
 template <typename S, typename T>
 T load_input(const S* p, int64_t i) { return static_cast<T>(p[i]); }
 template <>
+float load_input<c10::Half, float>(const c10::Half* p, int64_t i) {
+  return half_to_float(reinterpret_cast<const uint16_t*>(p)[i]);
+}
+template <>
 float load_input<c10::BFloat16, float>(const c10::BFloat16* p, int64_t i) {
-  const uint32_t bits = static_cast<uint32_t>(reinterpret_cast<const uint16_t*>(p)[i]) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof(f));
-  return f;
+  return float_from_bits(static_cast<uint32_t>(reinterpret_cast<const uint16_t*>(p)[i]) << 16);
 }
 
 template <typename S, typename T>
@@ -74,6 +112,17 @@ void store_spike<c10::Half, float>(c10::Half* p, int64_t i, float s) {
 template <>
 void store_spike<c10::BFloat16, float>(c10::BFloat16* p, int64_t i, float s) {
   reinterpret_cast<uint16_t*>(p)[i] = s != 0.0f ? 0x3F80 : 0;  // bf16 1.0
+}
+
+template <typename S, typename T>
+void store_rounded(S* p, int64_t i, T value) { p[i] = static_cast<S>(value); }
+template <>
+void store_rounded<c10::Half, float>(c10::Half* p, int64_t i, float value) {
+  reinterpret_cast<uint16_t*>(p)[i] = float_to_half(value);
+}
+template <>
+void store_rounded<c10::BFloat16, float>(c10::BFloat16* p, int64_t i, float value) {
+  reinterpret_cast<uint16_t*>(p)[i] = float_to_bfloat16(value);
 }
 
 template <typename S, typename T, int MODE, bool HARD>
@@ -149,7 +198,7 @@ FS_CPU_CLONES double backward_chunk(const BackwardArgs& a, const NeuronConsts<T>
     for (int64_t i = 0; i < n; ++i) {
       const T h = h_seq[o + i];
       const T gh = grad_h_step<T>(SG, HARD, DETACH, c, load_input<S, T>(grad_spike, o + i), grad_v[i], h);
-      grad_x[o + i] = static_cast<S>(gh * dh_dx);
+      store_rounded<S, T>(grad_x, o + i, gh * dh_dx);
       if (PLIF) {
         // -(v - v_reset) equals -v exactly when v_reset is 0, so the two no-decay forms share one.
         grad_k += static_cast<double>(gh * plif_dh_dk<T>(PLIF == 1 ? kPlifDecay : kPlifNoDecay, c, h, v_prev[i], k));

@@ -144,6 +144,65 @@ class CpuKernelChecks:
         finally:
             restore()
 
+    def test_empty_input(self):
+        x = torch.randn(3, 0, 4, requires_grad=True)
+        w = torch.tensor(0.1, requires_grad=True)
+        spikes, v_last = functional.plif_multistep(x, w, backend=self.backend)
+        assert spikes.shape == (3, 0, 4) and v_last.shape == (0, 4)
+        (spikes.sum() + v_last.sum()).backward()
+        assert x.grad.shape == (3, 0, 4) and w.grad.item() == 0.0
+
+    @pytest.mark.parametrize("w_value", [-5.0, -120.0])
+    def test_plif_small_k_gradient(self, w_value):
+        # grad_w recovers x - v from (h - v) / k; at k ~ 7e-3 that is still accurate, and a k that rounds
+        # to 0 gives 0 (the reference's value), not 0/0.
+        x, v_init, _ = inputs((6, 2, 300), torch.float32, "cpu", seed=13)
+        case = ("plif", 0.0, True, False, surrogate.ATan())
+        w = torch.tensor(w_value)
+        if w_value > -100:
+            assert_matches_reference(self.backend, case, x, v_init, w)
+        else:
+            grad_w = run(self.backend, case, x, v_init, w)[1][2]
+            assert grad_w.item() == run("torch", case, x, v_init, w)[1][2].item() == 0.0
+
+    @pytest.mark.parametrize("w_dtype", [torch.float16, torch.bfloat16], ids=str)
+    def test_plif_low_precision_w(self, w_dtype):
+        # k = sigmoid(w) and 1 - k are rounded to w's dtype as in the reference, so outputs are identical;
+        # autograd hands dL/dk over in w's dtype before sigmoid's backward, which rounds again: grad_w may
+        # be two roundings of w's dtype away from the reference's single one.
+        x, v_init, _ = inputs((5, 2, 33), torch.float32, "cpu", seed=17)
+        for case in (("plif", 0.0, False, False, surrogate.ATan()), ("plif", -0.3, True, False, surrogate.Erf())):
+            w = torch.tensor(-0.4, dtype=w_dtype)
+            outs, grads = run(self.backend, case, x, v_init, w)
+            ref_outs, ref_grads = run("torch", case, x, v_init, w)
+            for name, a, e in zip(("spike_seq", "v_last", "v_seq"), outs, ref_outs):
+                assert_bitwise_equal(a, e, f"{self.backend} {name}")
+            assert_grad_close(grads[0], ref_grads[0], 1e-5, f"{self.backend} grad x_seq")
+            assert grads[2].dtype == w_dtype
+            torch.testing.assert_close(grads[2], ref_grads[2], rtol=2 * torch.finfo(w_dtype).eps, atol=0)
+
+    @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+    def test_16bit_loads_and_stores_round_as_torch(self, dtype):
+        # Every 16-bit pattern as input (soft reset from 0: v is x or x - 1, so x must be widened exactly).
+        x = torch.arange(-32768, 32768, dtype=torch.int32).to(torch.int16).view(dtype).reshape(1, -1)
+        outs = functional.if_multistep(x, 0.0, v_reset=None, store_v_seq=True, backend=self.backend)
+        refs = functional.if_multistep(x, 0.0, v_reset=None, store_v_seq=True, backend="torch")
+        for name, a, e in zip(("spike_seq", "v_last", "v_seq"), outs, refs):
+            assert_bitwise_equal(a, e, f"{self.backend} {name}")
+        # With a detached soft reset and no spike gradient, grad_x is grad_v_last rounded to the input dtype:
+        # fp32 bits of every exponent, and exact halfway cases of that dtype's rounding.
+        g = torch.Generator().manual_seed(5)
+        bits = torch.randint(-2 ** 31, 2 ** 31, (3, 40000), generator=g, dtype=torch.int64).to(torch.int32)
+        half = 0x1000 if dtype == torch.float16 else 0x8000
+        bits[1] = (bits[1] & -2 * half) | half
+        # fp16's subnormal range and the normals just above it: exponents 2^-27 .. 2^-12.
+        bits[2] = (bits[2] & -0x7F800001) | (torch.randint(100, 116, (40000,), generator=g, dtype=torch.int32) << 23)
+        grad = bits.view(torch.float32).reshape(1, -1)
+        x = torch.zeros_like(grad, dtype=dtype, requires_grad=True)
+        _, v_last = functional.if_multistep(x, 0.0, v_reset=None, detach_reset=True, backend=self.backend)
+        v_last.backward(grad[0])
+        assert_bitwise_equal(x.grad, grad.to(dtype), f"{self.backend} grad x_seq")
+
     def test_channels_last_runs_without_copy(self):
         conv_out = torch.randn(4 * 2, 3, 5, 6).to(memory_format=torch.channels_last) + 0.5
         x = conv_out.view(4, 2, 3, 5, 6)

@@ -156,12 +156,20 @@ def test_cuda_plif_grad_w_is_reproducible():
 @cuda_only
 def test_cuda_new_T_does_not_recompile():
     from fastspike.triton_kernels import neuron as kernels
-    functional.lif_multistep(torch.randn(3, 4096, device="cuda"), backend="triton")
-    cache = kernels._neuron_fwd_kernel.device_caches[torch.cuda.current_device()][0]
-    before = len(cache)
+
+    def forward_backward(t):
+        x = torch.randn(t, 4096, device="cuda", requires_grad=True)
+        with torch.no_grad():
+            functional.lif_multistep(x, backend="triton")
+        functional.lif_multistep(x, backend="triton")[0].sum().backward()
+
+    forward_backward(3)
+    caches = [kernel.device_caches[torch.cuda.current_device()][0]
+              for kernel in (kernels._neuron_fwd_kernel, kernels._neuron_bwd_kernel)]
+    before = [len(cache) for cache in caches]
     for t in (1, 5, 17, 64):
-        functional.lif_multistep(torch.randn(t, 4096, device="cuda"), backend="triton")
-    assert len(cache) == before
+        forward_backward(t)
+    assert [len(cache) for cache in caches] == before
 
 
 def _compiled_and_eager(net, x, mode):

@@ -80,6 +80,40 @@ def _by_tau(a, tau, inv_tau, TAU_RECIPROCAL: tl.constexpr, PTX: tl.constexpr):
 
 
 @triton.jit
+def _widen(x):
+    # bf16 -> fp32 on the bits: exact with subnormals kept, on GPUs and in the interpreter (which flushes them).
+    if x.dtype == tl.bfloat16:
+        r = (x.to(tl.uint16, bitcast=True).to(tl.uint32) << 16).to(tl.float32, bitcast=True)
+    else:
+        r = x.to(tl.float32)
+    return r
+
+
+@triton.jit
+def _narrow(x, dtype: tl.constexpr):
+    # fp32 -> bf16 on the bits, to nearest even and NaN to 0x7FC0 as torch rounds, on GPUs and in the
+    # interpreter (which truncates); fp16 conversions round to nearest even in both already.
+    if dtype == tl.bfloat16:
+        b = x.to(tl.uint32, bitcast=True)
+        b = tl.where(x != x, 0x7FC00000, b + 0x7FFF + ((b >> 16) & 1))
+        r = (b >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
+    else:
+        r = x.to(dtype)
+    return r
+
+
+@triton.jit
+def _one_minus(k_raw):
+    # 1 - k rounded to k's dtype, as torch evaluates `1.0 - k` on the tensor k: for a 16-bit k the fp32
+    # difference is exact, so rounding it once equals the 16-bit subtraction.
+    if k_raw.dtype.primitive_bitwidth == 16:
+        r = _widen(_narrow(1.0 - _widen(k_raw), k_raw.dtype))
+    else:
+        r = (1.0 - k_raw).to(tl.float32)
+    return r
+
+
+@triton.jit
 def _charge(v, x, k, km, v_reset, tau, inv_tau, decay_scale, KIND: tl.constexpr, DECAY: tl.constexpr,
             ZERO_RESET: tl.constexpr, TAU_RECIPROCAL: tl.constexpr, PTX: tl.constexpr):
     if KIND == _IF:
@@ -165,10 +199,9 @@ def _neuron_fwd_kernel(x_ptr, v_init_ptr, k_ptr, spike_ptr, v_last_ptr, v_seq_pt
     v_threshold, v_reset = tl.cast(v_threshold, tl.float32), tl.cast(v_reset, tl.float32)
     tau, inv_tau, decay_scale = tl.cast(tau, tl.float32), tl.cast(inv_tau, tl.float32), tl.cast(decay_scale, tl.float32)
     if KIND == _PLIF:
-        # 1 - k in k's own dtype, then rounded, as the reference evaluates `1.0 - k` on the tensor k.
         k_raw = tl.load(k_ptr)
-        k = k_raw.to(tl.float32)
-        km = (1.0 - k_raw).to(tl.float32)
+        k = _widen(k_raw)
+        km = _one_minus(k_raw)
     else:
         k = v_threshold  # placeholders: only PLIF reads k and 1 - k
         km = v_threshold
@@ -180,7 +213,7 @@ def _neuron_fwd_kernel(x_ptr, v_init_ptr, k_ptr, spike_ptr, v_last_ptr, v_seq_pt
     x_next = tl.load(x_ptr + offs, mask=mask, other=0.0)
     for t in range(T):
         o = tl.cast(t, tl.int64) * N + offs
-        x = x_next.to(tl.float32)
+        x = _widen(x_next)
         x_next = tl.load(x_ptr + o + N, mask=mask & (t + 1 < T), other=0.0)
         h = _charge(v, x, k, km, v_reset, tau, inv_tau, decay_scale, KIND, DECAY, ZERO_RESET, TAU_RECIPROCAL,
                     PTX)
@@ -210,12 +243,12 @@ def _neuron_bwd_kernel(grad_spike_ptr, grad_v_last_ptr, grad_v_seq_ptr, h_seq_pt
     alpha, sg_a, sg_b = tl.cast(alpha, tl.float32), tl.cast(sg_a, tl.float32), tl.cast(sg_b, tl.float32)
     if KIND == _PLIF:
         k_raw = tl.load(k_ptr)
-        k = k_raw.to(tl.float32)
+        k = _widen(k_raw)
         if DECAY:
             dx_scale = k
         else:
             dx_scale = tl.full([], 1.0, tl.float32)
-        dv_scale = (1.0 - k_raw).to(tl.float32)
+        dv_scale = _one_minus(k_raw)
     else:
         dx_scale = tl.cast(dh_dx, tl.float32)
         dv_scale = tl.cast(dh_dv, tl.float32)
@@ -231,7 +264,7 @@ def _neuron_bwd_kernel(grad_spike_ptr, grad_v_last_ptr, grad_v_seq_ptr, h_seq_pt
         o = tl.cast(t, tl.int64) * N + offs
         # h of step t-1: v_{t-1} for PLIF's dh/dk, and the next iteration's h.
         h_prev = tl.load(h_seq_ptr + o - N, mask=mask & (t > 0), other=0.0)
-        grad_s = tl.load(grad_spike_ptr + o, mask=mask, other=0.0).to(tl.float32)
+        grad_s = _widen(tl.load(grad_spike_ptr + o, mask=mask, other=0.0))
         if HAS_GRAD_V_SEQ:
             grad_v = grad_v + tl.load(grad_v_seq_ptr + o, mask=mask, other=0.0)
         hm = h - v_threshold
@@ -245,12 +278,13 @@ def _neuron_bwd_kernel(grad_spike_ptr, grad_v_last_ptr, grad_v_seq_ptr, h_seq_pt
             grad_h = grad_s * sg + grad_v
         else:
             grad_h = grad_s * sg + grad_v * (1.0 - v_threshold * sg)
-        tl.store(grad_x_ptr + o, (grad_h * dx_scale).to(grad_x_ptr.dtype.element_ty), mask=mask)
+        tl.store(grad_x_ptr + o, _narrow(grad_h * dx_scale, grad_x_ptr.dtype.element_ty), mask=mask)
         if KIND == _PLIF:
             v_prev = tl.where(t > 0, _reset(h_prev, _fire(h_prev, v_threshold), v_threshold, v_reset, HARD), v0)
-            # decay_input: h = v + (x - v_rel) k, so dh/dk = x - v_rel = (h - v) / k without keeping x.
+            # decay_input: h = v + (x - v_rel) k, so dh/dk = x - v_rel = (h - v) / k without keeping x. A k
+            # that underflowed to 0 gets 0, not 0/0: grad_w = grad_k k (1 - k) is 0 then, as in the reference.
             if DECAY:
-                dh_dk = tl.div_rn(h - v_prev, tl.zeros_like(h) + k)
+                dh_dk = tl.where(k != 0.0, tl.div_rn(h - v_prev, tl.zeros_like(h) + k), 0.0)
             elif ZERO_RESET:
                 dh_dk = -v_prev
             else:
@@ -291,7 +325,7 @@ def _device_guard(t: torch.Tensor):
 def _check_time_major(t: torch.Tensor, name: str) -> None:
     if t.dim() < 2 or t.shape[0] == 0:
         raise RuntimeError(f"fastspike: {name} must be [T, N, *] with T > 0, got shape {tuple(t.shape)}")
-    if not _ops._dense(t) or (t.shape[0] != 1 and t.stride(0) != t.numel() // t.shape[0]):
+    if t.numel() > 0 and (not _ops._dense(t) or (t.shape[0] != 1 and t.stride(0) != t.numel() // t.shape[0])):
         raise RuntimeError(f"fastspike: {name} must be dense with the time dimension outermost (the Python "
                            f"wrapper makes it so; call the op through fastspike.functional)")
 
@@ -302,8 +336,8 @@ def _check_like(t: Optional[torch.Tensor], like: torch.Tensor, dtype: torch.dtyp
         return
     if t.device != like.device or t.dtype != dtype:
         raise RuntimeError(f"fastspike: {name} is {t.dtype} on {t.device}, expected {dtype} on {like.device}")
-    same_order = t.shape == like.shape and _ops._dense(t) and all(
-        size == 1 or a == b for size, a, b in zip(t.shape, t.stride(), like.stride()))
+    same_order = t.shape == like.shape and (t.numel() == 0 or _ops._dense(t) and all(
+        size == 1 or a == b for size, a, b in zip(t.shape, t.stride(), like.stride())))
     if not same_order:
         raise RuntimeError(f"fastspike: {name} must have shape {tuple(like.shape)} and the same memory order "
                            f"as the step it belongs to")
@@ -357,7 +391,7 @@ def _backward(grad_spike_seq: torch.Tensor, grad_v_last: torch.Tensor, grad_v_se
               h_seq: torch.Tensor, v_init: Optional[torch.Tensor], v_init_value: float, k: Optional[torch.Tensor],
               kind: str, v_threshold: float, v_reset: Optional[float], tau: float, decay_input: bool,
               detach_reset: bool, surrogate: str, alpha: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    if h_seq.numel() == 0 or h_seq.shape != grad_spike_seq.shape:
+    if h_seq.dim() < 2 or h_seq.shape != grad_spike_seq.shape:
         raise RuntimeError("fastspike: the backward needs the h sequence saved by a forward with save_h=True")
     _check_time_major(h_seq, "h_seq")
     if h_seq.dtype != _STATE_DTYPE or grad_spike_seq.dtype not in _INPUT_DTYPES:
