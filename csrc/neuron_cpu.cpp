@@ -1,7 +1,9 @@
 // CPU kernels: neurons are split into chunks of kCpuChunk run in parallel (at::parallel_for, so
 // torch.set_num_threads applies); each chunk keeps its state in a stack array and walks the T steps, with
-// a branch-free inner loop over the chunk's neurons that the compiler vectorises. The charge mode and the
-// reset (and, backward, the surrogate) are template parameters so that loop has no switch in it.
+// a branch-free inner loop over the chunk's neurons that the compiler vectorises. Unless every step's state
+// is needed (forward: v_seq; backward: grad_v_seq, PLIF's v_prev), one loop runs kCpuSteps steps with the
+// state in a register. The charge mode and the reset (and, backward, the surrogate) are template parameters so these
+// loops have no switch in them.
 #include "neuron.h"
 
 #include <ATen/Parallel.h>
@@ -24,6 +26,8 @@
 
 namespace fastspike {
 namespace {
+
+constexpr int kCpuSteps = 4;
 
 // Calls f(std::integral_constant<int, value>) for the one value in Vs equal to `value`.
 template <int... Vs, typename F>
@@ -125,16 +129,40 @@ void store_rounded<c10::BFloat16, float>(c10::BFloat16* p, int64_t i, float valu
   reinterpret_cast<uint16_t*>(p)[i] = float_to_bfloat16(value);
 }
 
-template <typename S, typename T, int MODE, bool HARD>
+template <typename S, typename T, int MODE, bool HARD, bool SAVE_H>
 FS_CPU_CLONES void forward_chunk(const ForwardArgs& a, const NeuronConsts<T>& c, T k, T km, int64_t j0, int64_t n) {
   T v[kCpuChunk], h[kCpuChunk];
   const T* __restrict__ v_init = static_cast<const T*>(a.v_init);
   for (int64_t i = 0; i < n; ++i) v[i] = v_init ? v_init[j0 + i] : static_cast<T>(a.v_init_value);
   const S* __restrict__ x = static_cast<const S*>(a.x) + j0;
   S* __restrict__ spike = static_cast<S*>(a.spike) + j0;
-  T* __restrict__ h_seq = a.h_seq ? static_cast<T*>(a.h_seq) + j0 : nullptr;
+  T* __restrict__ h_seq = SAVE_H ? static_cast<T*>(a.h_seq) + j0 : nullptr;
   T* __restrict__ v_seq = a.v_seq ? static_cast<T*>(a.v_seq) + j0 : nullptr;
-  for (int64_t t = 0; t < a.T; ++t) {
+  const int64_t N = a.N;
+  int64_t t0 = 0;
+  if (!v_seq) {
+    // Four steps per pass over the chunk, v in a register between them: a step then costs one load and one
+    // store (two with h) per neuron, where the one-step loop below also loads and stores v and h in L1.
+    for (; t0 + kCpuSteps <= a.T; t0 += kCpuSteps) {
+      const S* __restrict__ xt = x + t0 * N;
+      S* __restrict__ st = spike + t0 * N;
+      T* __restrict__ ht = SAVE_H ? h_seq + t0 * N : nullptr;
+#pragma omp simd
+      for (int64_t i = 0; i < n; ++i) {
+        T vi = v[i];
+#pragma GCC unroll 4
+        for (int u = 0; u < kCpuSteps; ++u) {
+          const T hi = charge<T>(MODE, c, vi, load_input<S, T>(xt, u * N + i), k, km);
+          const T s = fire(c, hi);
+          vi = reset(HARD, c, hi, s);
+          store_spike<S, T>(st, u * N + i, s);
+          if (SAVE_H) ht[u * N + i] = hi;
+        }
+        v[i] = vi;
+      }
+    }
+  }
+  for (int64_t t = t0; t < a.T; ++t) {
     const int64_t o = t * a.N;
     // No branches in here, or it does not vectorise; the optional outputs are copied from L1 after.
 #pragma omp simd
@@ -157,8 +185,10 @@ void forward_typed(const ForwardArgs& a) {
   const T k = load_scalar<T>(a.k), km = load_scalar<T>(a.km);
   dispatch_int(a.mode, std::make_integer_sequence<int, kNumChargeModes>{}, [&](auto mode) {
     dispatch_bool(a.hard, [&](auto hard) {
+      dispatch_bool(a.h_seq != nullptr, [&](auto save_h) {
       for_each_chunk(a.T, a.N, [&](int64_t, int64_t j0, int64_t n) {
-        forward_chunk<S, T, decltype(mode)::value, decltype(hard)::value>(a, c, k, km, j0, n);
+        forward_chunk<S, T, decltype(mode)::value, decltype(hard)::value, decltype(save_h)::value>(a, c, k, km, j0, n);
+      });
       });
     });
   });
@@ -178,7 +208,27 @@ FS_CPU_CLONES double backward_chunk(const BackwardArgs& a, const NeuronConsts<T>
   const T dh_dx = PLIF ? (PLIF == 1 ? k : T(1)) : c.dh_dx;
   const T dh_dv = PLIF ? km : c.dh_dv;
   double grad_k = 0.0;
-  for (int64_t t = a.T - 1; t >= 0; --t) {
+  const int64_t N = a.N;
+  int64_t t_end = a.T;  // the steps from t_end on are done
+  if (!PLIF && !grad_v_seq) {
+    // As in the forward: four steps per pass, dL/dv in a register between them.
+    for (; t_end >= kCpuSteps; t_end -= kCpuSteps) {
+      const int64_t o = (t_end - kCpuSteps) * N;
+#pragma omp simd
+      for (int64_t i = 0; i < n; ++i) {
+        T gv = grad_v[i];
+#pragma GCC unroll 4
+        for (int u = kCpuSteps - 1; u >= 0; --u) {
+          const T gh = grad_h_step<T>(SG, HARD, DETACH, c, load_input<S, T>(grad_spike, o + u * N + i), gv,
+                                      h_seq[o + u * N + i]);
+          store_rounded<S, T>(grad_x, o + u * N + i, gh * dh_dx);
+          gv = gh * dh_dv;
+        }
+        grad_v[i] = gv;
+      }
+    }
+  }
+  for (int64_t t = t_end - 1; t >= 0; --t) {
     const int64_t o = t * a.N;
     // The optional and PLIF-only inputs are gathered in separate loops so the main one has no branches.
     if (grad_v_seq) {

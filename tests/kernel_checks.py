@@ -129,6 +129,14 @@ class CpuKernelChecks:
         x, v_init, w = inputs((6, 2, 37), dtype, "cpu", seed=3, tensor_v_init=dtype != torch.float16)
         assert_matches_reference(self.backend, case, x, v_init, w)
 
+    @pytest.mark.parametrize("case", grid()[::2], ids=case_id)
+    @pytest.mark.parametrize("dtype", DTYPES, ids=str)
+    def test_without_v_seq(self, case, dtype):
+        # Without v_seq (the common case) the CPU kernels run several steps per pass: T = 11 is two passes
+        # of four and a tail of three.
+        x, v_init, w = inputs((11, 2, 37), dtype, "cpu", seed=9)
+        assert_matches_reference(self.backend, case, x, v_init, w, store_v_seq=False)
+
     @pytest.mark.parametrize("case", grid()[::4], ids=case_id)
     def test_scalar_v_init_no_v_seq(self, case):
         x, _, w = inputs((5, 3, 11), torch.float32, "cpu", seed=5)
