@@ -260,6 +260,8 @@ def test_tiny_run_through_worker_subprocesses(tmp_path):
     else:
         wanted.append("fs-native")
     out = tmp_path / "out"
+    os.makedirs(out / "logs")
+    (out / "logs" / "local.log").write_text("an earlier run's stderr\n")
     code = cli.main(["--device", "cpu", "--out", str(out), "--shapes", "3,2,8;12,4", "--kinds", "lif",
                      "--resets", "hard", "--dtypes", "fp32", "--no-t-sweep", "--no-e2e",
                      "--providers", ",".join(wanted), "--budget-s", "0.01", "--no-progress"])
@@ -270,7 +272,7 @@ def test_tiny_run_through_worker_subprocesses(tmp_path):
     assert all(r["device_name"] and r["torch"] and r["commit"] and r["timestamp"] for r in rows)
     text = (out / "results.md").read_text()
     assert "## Headline: LIF, hard reset, fp32" in text and wanted[1] in text
-    assert os.path.exists(out / "logs")
+    assert "an earlier run" not in (out / "logs" / "local.log").read_text()  # a log holds its own run only
     sweep = json.dumps([r["shape"] for r in rows])
     assert "3x2x8" in sweep and "12x4" in sweep
     # Two runs' CSVs merge into one set of tables.

@@ -206,8 +206,9 @@ def run(providers: Sequence[Provider], jobs: Sequence[Job], locations: Dict[str,
     rows = list(skipped)
     try:
         for key, units in groups.items():
-            rows += run_group(key, units, request, os.path.join(log_dir, _group_name(key) + ".log"), bar,
-                              worker_cmd)
+            log_path = os.path.join(log_dir, _group_name(key) + ".log")
+            open(log_path, "w").close()  # a group's log holds this run only (its restarted workers append)
+            rows += run_group(key, units, request, log_path, bar, worker_cmd)
     finally:
         bar.close()
     meta = metadata(device, threads)
