@@ -2,7 +2,8 @@
 SpikingJelly 0.0.0.0.14's torch backend, side by side.
 
 One process, same inputs, CPU: a multi-step IF and LIF layer (tau 2, hard reset to 0, ATan surrogate),
-fp32, forward under no_grad and forward+backward, each the median of ``--repeats`` runs after warm-up;
+in each of ``--dtypes`` (fp16/bf16: fastspike keeps fp32 state, SpikingJelly computes in the input dtype),
+forward under no_grad and forward+backward, each the median of ``--repeats`` runs after warm-up;
 "copy" is ``x.clone()`` of the same input, the floor of a forward that reads x and writes spikes.
 Writes ``OUT.csv`` (one row per measurement, with machine, versions, commit and time) and ``OUT.md``.
 
@@ -60,9 +61,9 @@ def providers(kind: str):
     return made
 
 
-def measure(shape, kind, repeats):
-    x = torch.randn(shape) * 1.5 + 0.5
-    grad = torch.randn(shape)
+def measure(shape, kind, dtype, repeats):
+    x = (torch.randn(shape) * 1.5 + 0.5).to(dtype)
+    grad = torch.randn(shape).to(dtype)
     fns = {("copy", "forward"): lambda: x.clone()}
     for name, make in providers(kind).items():
         node = make()
@@ -86,6 +87,7 @@ def main():
     parser.add_argument("--shape", default="8,32,64,16,16", help="time-major shape T,N,... (default 8,32,64,16,16)")
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--dtypes", default="float32", help="comma-separated torch dtypes (default float32)")
     parser.add_argument("--out", required=True, help="output path without extension")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -101,13 +103,19 @@ def main():
             "spikingjelly": getattr(spikingjelly, "__version__", "0.0.0.0.14"), "malloc_pinned": pinned,
             "commit": commit,
             "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    dtypes = args.dtypes.split(",")
+    for name in dtypes:
+        if not isinstance(getattr(torch, name, None), torch.dtype):
+            parser.error(f"--dtypes: {name!r} is not a torch dtype")
     records = []
-    for kind in ("LIF", "IF"):
-        for provider, mode, p20, ms, p80 in measure(shape, kind, args.repeats):
-            records.append({"neuron": kind, "shape": "x".join(map(str, shape)), "dtype": "fp32", "device": "cpu",
-                            "provider": provider, "mode": mode, "ms": round(ms, 4), "p20_ms": round(p20, 4),
-                            "p80_ms": round(p80, 4), **meta})
-            print(f"{kind:4s} {provider:32s} {mode:17s} {ms:9.3f} ms (p20 {p20:.3f}, p80 {p80:.3f})", flush=True)
+    for dtype in dtypes:
+        for kind in ("LIF", "IF"):
+            for provider, mode, p20, ms, p80 in measure(shape, kind, getattr(torch, dtype), args.repeats):
+                records.append({"neuron": kind, "shape": "x".join(map(str, shape)), "dtype": dtype, "device": "cpu",
+                                "provider": provider, "mode": mode, "ms": round(ms, 4), "p20_ms": round(p20, 4),
+                                "p80_ms": round(p80, 4), **meta})
+                print(f"{dtype:8s} {kind:4s} {provider:32s} {mode:17s} {ms:9.3f} ms (p20 {p20:.3f}, p80 {p80:.3f})",
+                      flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.with_suffix(".csv"), "w", newline="") as f:
@@ -115,24 +123,26 @@ def main():
         writer.writeheader()
         writer.writerows(records)
     with open(out.with_suffix(".md"), "w") as f:
-        f.write(f"# fastspike vs SpikingJelly 0.0.0.0.14 torch, CPU, `{records[0]['shape']}` fp32\n\n")
+        f.write(f"# fastspike vs SpikingJelly 0.0.0.0.14 torch, CPU, `{records[0]['shape']}`\n\n")
         f.write(f"{meta['machine']}, {args.threads} threads, torch {meta['torch']}, commit {commit}, "
                 f"{meta['time']}. Median of {args.repeats} consecutive runs per cell after 10 warm-up runs, ms "
                 f"(p20/p80 in the CSV); glibc malloc thresholds pinned: {pinned}.\n\n")
         sj = "SpikingJelly 0.0.0.0.14 torch"
-        f.write("| neuron | provider | forward (no_grad) | forward+backward | forward / copy | speed-up over "
+        f.write("| dtype | neuron | provider | forward (no_grad) | forward+backward | forward / copy | speed-up over "
                 "SJ torch, forward / forward+backward |\n")
-        f.write("|---|---|---|---|---|---|\n")
-        for kind in ("LIF", "IF"):
-            rows = {(r["provider"], r["mode"]): r["ms"] for r in records if r["neuron"] == kind}
-            copy_ms = rows[("copy", "forward")]
-            f.write(f"| {kind} | copy | {copy_ms:.3f} | - | 1.00 | - |\n")
-            sj_fwd, sj_fb = rows[(sj, "forward")], rows[(sj, "forward+backward")]
-            for provider in providers(kind):
-                fwd, fb = rows[(provider, "forward")], rows[(provider, "forward+backward")]
-                f.write(f"| {kind} | {provider} | {fwd:.3f} | {fb:.3f} | {fwd / copy_ms:.1f} | "
-                        f"{sj_fwd / fwd:.1f}x / {sj_fb / fb:.1f}x |\n")
-        f.write(f"\nCommand: `python benchmarks/cpu_vs_spikingjelly.py --shape {args.shape} "
+        f.write("|---|---|---|---|---|---|---|\n")
+        for dtype in dtypes:
+            for kind in ("LIF", "IF"):
+                rows = {(r["provider"], r["mode"]): r["ms"] for r in records
+                        if r["neuron"] == kind and r["dtype"] == dtype}
+                copy_ms = rows[("copy", "forward")]
+                f.write(f"| {dtype} | {kind} | copy | {copy_ms:.3f} | - | 1.00 | - |\n")
+                sj_fwd, sj_fb = rows[(sj, "forward")], rows[(sj, "forward+backward")]
+                for provider in providers(kind):
+                    fwd, fb = rows[(provider, "forward")], rows[(provider, "forward+backward")]
+                    f.write(f"| {dtype} | {kind} | {provider} | {fwd:.3f} | {fb:.3f} | {fwd / copy_ms:.1f} | "
+                            f"{sj_fwd / fwd:.1f}x / {sj_fb / fb:.1f}x |\n")
+        f.write(f"\nCommand: `python benchmarks/cpu_vs_spikingjelly.py --shape {args.shape} --dtypes {args.dtypes} "
                 f"--repeats {args.repeats} --threads {args.threads} --out {args.out}`\n")
 
 

@@ -118,7 +118,9 @@ FS_HD float fs_exp(float a) {
 #else
   const float x = a > 88.0f ? 88.0f : (a < -87.0f ? -87.0f : a);
   // exp(x) = 2^n exp(r), n = round(x / ln 2), |r| <= ln(2)/2; ln 2 split in two so x - n ln 2 is exact.
-  const int n = static_cast<int>(x * 1.44269504088896341f + (x >= 0.0f ? 0.5f : -0.5f));
+  // n from a NaN would be undefined behaviour; 0 stands in, and the NaN goes on through r and e.
+  const float xn = x == x ? x : 0.0f;
+  const int n = static_cast<int>(xn * 1.44269504088896341f + (xn >= 0.0f ? 0.5f : -0.5f));
   const float nf = static_cast<float>(n);
   const float r = (x - nf * 0.693359375f) + nf * 2.12194440e-4f;
   // Taylor-like minimax coefficients of (exp(r) - 1 - r) / r^2 on that interval (Cephes expf).

@@ -59,8 +59,9 @@ template <typename T>
 T load_scalar(const void* p) { return p ? *static_cast<const T*>(p) : T(0); }
 
 // fp16/bf16 conversions written with integer ops and selects, which the vectoriser can see through (c10's
-// are calls or scalar intrinsics, which keep the loops scalar). Each rounds exactly as c10 does (IEEE
-// round-to-nearest-even, NaN to a quiet NaN), so results do not depend on which one ran.
+// are calls or scalar intrinsics, which keep the loops scalar). They give c10's scalar conversions' values
+// (IEEE round to nearest even; stores turn NaN into a quiet NaN, loads keep its payload, which arithmetic
+// quiets anyway).
 inline float float_from_bits(uint32_t b) { float f; std::memcpy(&f, &b, sizeof(f)); return f; }
 inline uint32_t bits_of(float f) { uint32_t b; std::memcpy(&b, &f, sizeof(b)); return b; }
 

@@ -91,11 +91,11 @@ def _widen(x):
 
 @triton.jit
 def _narrow(x, dtype: tl.constexpr):
-    # fp32 -> bf16 on the bits, to nearest even and NaN to 0x7FC0 as torch rounds, on GPUs and in the
-    # interpreter (which truncates); fp16 conversions round to nearest even in both already.
+    # fp32 -> bf16 on the bits, to nearest even (NaN to a quiet NaN first, so the sum cannot wrap), on GPUs
+    # and in the interpreter (which truncates); fp16 conversions round to nearest even in both already.
     if dtype == tl.bfloat16:
-        b = x.to(tl.uint32, bitcast=True)
-        b = tl.where(x != x, 0x7FC00000, b + 0x7FFF + ((b >> 16) & 1))
+        b = tl.where(x != x, 0x7FC00000, x.to(tl.uint32, bitcast=True))
+        b = b + 0x7FFF + ((b >> 16) & 1)
         r = (b >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
     else:
         r = x.to(dtype)
