@@ -2,8 +2,8 @@
 // torch.set_num_threads applies); each chunk keeps its state in a stack array and walks the T steps, with
 // a branch-free inner loop over the chunk's neurons that the compiler vectorises. Unless every step's state
 // is needed (forward: v_seq; backward: grad_v_seq, PLIF's v_prev), one loop runs kCpuSteps steps with the
-// state in a register. The charge mode and the reset (and, backward, the surrogate) are template parameters so these
-// loops have no switch in them.
+// state in a register. The charge mode and the reset (and, backward, the surrogate) are template parameters
+// so these loops have no switch in them.
 #include "neuron.h"
 
 #include <ATen/Parallel.h>
@@ -187,9 +187,10 @@ void forward_typed(const ForwardArgs& a) {
   dispatch_int(a.mode, std::make_integer_sequence<int, kNumChargeModes>{}, [&](auto mode) {
     dispatch_bool(a.hard, [&](auto hard) {
       dispatch_bool(a.h_seq != nullptr, [&](auto save_h) {
-      for_each_chunk(a.T, a.N, [&](int64_t, int64_t j0, int64_t n) {
-        forward_chunk<S, T, decltype(mode)::value, decltype(hard)::value, decltype(save_h)::value>(a, c, k, km, j0, n);
-      });
+        for_each_chunk(a.T, a.N, [&](int64_t, int64_t j0, int64_t n) {
+          forward_chunk<S, T, decltype(mode)::value, decltype(hard)::value, decltype(save_h)::value>(
+              a, c, k, km, j0, n);
+        });
       });
     });
   });
