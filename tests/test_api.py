@@ -118,9 +118,8 @@ def test_reset_net_set_step_mode_and_set_backend():
         functional.set_step_mode(net, "x")
 
 
-def test_auto_backend_prefers_native_on_cpu_and_logs_once(caplog):
+def test_auto_backend_prefers_native_on_cpu_and_logs_once(caplog, fresh_backend_cache):
     expected = "native" if native.unavailable_reason("cpu") is None else "torch"
-    backends._RESOLVED.clear()
     with caplog.at_level(logging.INFO, logger="fastspike"):
         for _ in range(3):
             neuron.LIFNode(step_mode="m")(rand_seq(2, 3))
@@ -129,19 +128,15 @@ def test_auto_backend_prefers_native_on_cpu_and_logs_once(caplog):
     assert backends.resolve("auto", torch.device("cpu")) == expected
 
 
-def test_auto_falls_back_to_torch_and_says_why_when_native_is_missing(caplog, monkeypatch):
+def test_auto_falls_back_to_torch_and_says_why_when_native_is_missing(caplog, monkeypatch, fresh_backend_cache):
     monkeypatch.setattr(native, "_load", lambda: (None, "fastspike._C is not built: reinstall"))
-    backends._RESOLVED.clear()
-    try:
-        with caplog.at_level(logging.INFO, logger="fastspike"):
-            neuron.LIFNode(step_mode="m")(rand_seq(2, 3))
-        messages = [r.getMessage() for r in caplog.records if r.name == "fastspike"]
-        assert len(messages) == 1 and "'torch'" in messages[0] and "not built" in messages[0], messages
-        node = neuron.LIFNode(step_mode="m", backend="native")
-        with pytest.raises(fastspike.BackendUnavailableError, match="not built: reinstall.*backend='auto'"):
-            node(rand_seq(2, 3))
-    finally:
-        backends._RESOLVED.clear()
+    with caplog.at_level(logging.INFO, logger="fastspike"):
+        neuron.LIFNode(step_mode="m")(rand_seq(2, 3))
+    messages = [r.getMessage() for r in caplog.records if r.name == "fastspike"]
+    assert len(messages) == 1 and "'torch'" in messages[0] and "not built" in messages[0], messages
+    node = neuron.LIFNode(step_mode="m", backend="native")
+    with pytest.raises(fastspike.BackendUnavailableError, match="not built: reinstall.*backend='auto'"):
+        node(rand_seq(2, 3))
 
 
 def test_explicit_unavailable_backend_raises_with_a_remedy():
@@ -172,9 +167,8 @@ def test_aliases_map_to_native():
 
 
 @pytest.mark.parametrize("alias", ["cupy", "cuda"])
-def test_spikingjelly_backend_names_fall_back_and_say_why(alias, caplog):
+def test_spikingjelly_backend_names_fall_back_and_say_why(alias, caplog, fresh_backend_cache):
     """SpikingJelly code passing backend='cupy' runs unchanged: native if available, else auto's choice."""
-    backends._RESOLVED.clear()
     node = neuron.LIFNode(step_mode="m", backend=alias)
     reference = neuron.LIFNode(step_mode="m", backend="torch")
     x = rand_seq(3, 4, 5)
@@ -404,8 +398,7 @@ def test_torch_compile_fullgraph_matches_eager(make):
         torch.testing.assert_close(w_c.grad, w_e.grad, rtol=1e-5, atol=0)
 
 
-def test_auto_choice_is_logged_even_when_first_resolved_under_compile(caplog):
-    backends._RESOLVED.clear()
+def test_auto_choice_is_logged_even_when_first_resolved_under_compile(caplog, fresh_backend_cache):
     node = neuron.IFNode(step_mode="m")
     torch.compile(node, fullgraph=True)(rand_seq(2, 3))
     with caplog.at_level(logging.INFO, logger="fastspike"):

@@ -72,7 +72,7 @@ def test_direct_op_call_checks_layout():
                                            "relu", 2.0, False, False)
 
 
-def test_stale_build_is_reported(monkeypatch):
+def test_stale_build_is_reported(monkeypatch, fresh_backend_cache):
     if native.unavailable_reason("cpu") is not None:
         pytest.skip("extension not built")
     monkeypatch.setattr(native, "_STATE", None)
@@ -80,12 +80,8 @@ def test_stale_build_is_reported(monkeypatch):
     monkeypatch.setattr(native, "_register", lambda: None)  # already registered at import
     reason = native.unavailable_reason("cpu")
     assert reason is not None and "stale" in reason and "pip install" in reason
-    backends._RESOLVED.clear()
-    try:
-        with pytest.raises(backends.BackendUnavailableError, match="stale"):
-            functional.lif_multistep(torch.randn(2, 3), backend="native")
-    finally:
-        backends._RESOLVED.clear()
+    with pytest.raises(backends.BackendUnavailableError, match="stale"):
+        functional.lif_multistep(torch.randn(2, 3), backend="native")
 
 
 @cuda_only

@@ -180,6 +180,16 @@ def _surrogate_grad(x, alpha, sg_a, sg_b, SURROGATE: tl.constexpr, PTX: tl.const
 
 
 @triton.jit
+def _initial_v(v_init_ptr, v_init_value, offs, mask, HAS_V_INIT: tl.constexpr, BLOCK: tl.constexpr):
+    # The state before step 0: v_init [N] (fp32) when given, else the scalar v_init_value.
+    if HAS_V_INIT:
+        v = tl.load(v_init_ptr + offs, mask=mask, other=0.0)
+    else:
+        v = tl.zeros([BLOCK], tl.float32) + tl.cast(v_init_value, tl.float32)
+    return v
+
+
+@triton.jit
 def _fire(h, v_threshold):
     return tl.where(h - v_threshold >= 0.0, 1.0, 0.0)
 
@@ -205,10 +215,7 @@ def _neuron_fwd_kernel(x_ptr, v_init_ptr, k_ptr, spike_ptr, v_last_ptr, v_seq_pt
     else:
         k = v_threshold  # placeholders: only PLIF reads k and 1 - k
         km = v_threshold
-    if HAS_V_INIT:
-        v = tl.load(v_init_ptr + offs, mask=mask, other=0.0)
-    else:
-        v = tl.zeros([BLOCK], tl.float32) + tl.cast(v_init_value, tl.float32)
+    v = _initial_v(v_init_ptr, v_init_value, offs, mask, HAS_V_INIT, BLOCK)
     # x of the next step is requested before this step's arithmetic and stores, hiding its latency.
     x_next = tl.load(x_ptr + offs, mask=mask, other=0.0)
     for t in range(T):
@@ -252,10 +259,7 @@ def _neuron_bwd_kernel(grad_spike_ptr, grad_v_last_ptr, grad_v_seq_ptr, h_seq_pt
     else:
         dx_scale = tl.cast(dh_dx, tl.float32)
         dv_scale = tl.cast(dh_dv, tl.float32)
-    if HAS_V_INIT:
-        v0 = tl.load(v_init_ptr + offs, mask=mask, other=0.0)
-    else:
-        v0 = tl.zeros([BLOCK], tl.float32) + tl.cast(v_init_value, tl.float32)
+    v0 = _initial_v(v_init_ptr, v_init_value, offs, mask, HAS_V_INIT, BLOCK)
     grad_v = tl.load(grad_v_last_ptr + offs, mask=mask, other=0.0)
     grad_k = tl.zeros([BLOCK], tl.float64)
     h = tl.load(h_seq_ptr + tl.cast(T - 1, tl.int64) * N + offs, mask=mask, other=0.0)
