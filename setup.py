@@ -93,10 +93,11 @@ def extension_kwargs():
     # No FMA contraction (it would change fp32 results); no trapping/errno semantics, which only block
     # vectorising the branch-free loops and never change a result.
     cxx = ["-O3", "-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno", "-fopenmp"]
-    sources = [os.path.join("csrc", "ops.cpp"), os.path.join("csrc", "neuron_cpu.cpp")]
+    # Every op family adds its files to csrc/ (docs/adding-a-neuron.md); the build takes them all.
+    sources = sorted(os.path.join("csrc", f) for f in os.listdir(CSRC) if f.endswith(".cpp"))
     if cuda_home:
         defines += ["-DFASTSPIKE_WITH_CUDA", f"-DFASTSPIKE_CUDA_ARCHS={arch_token(os.environ['TORCH_CUDA_ARCH_LIST'])}"]
-        sources.append(os.path.join("csrc", "neuron_cuda.cu"))
+        sources += sorted(os.path.join("csrc", f) for f in os.listdir(CSRC) if f.endswith(".cu"))
         include_dirs = []
         # ATen's CUDA headers want cuBLAS/cuSPARSE headers, which a bare toolkit may lack but torch's
         # nvidia-* wheels ship.

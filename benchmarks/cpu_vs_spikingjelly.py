@@ -55,7 +55,7 @@ def providers(kind: str):
     made = {f"fastspike {b}": functools.partial(node, surrogate_function=surrogate.ATan(), step_mode="m",
                                                 backend=b, **options)
             for b in fastspike.backends.BACKENDS
-            if fastspike.backends._unavailable_reason(b, "cpu") is None}
+            if fastspike.backends.unavailable_reason(b, "cpu") is None}
     made["SpikingJelly 0.0.0.0.14 torch"] = functools.partial(
         sj_node, surrogate_function=sj_surrogate.ATan(), step_mode="m", backend="torch", **options)
     return made

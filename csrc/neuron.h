@@ -7,15 +7,9 @@
 // NeuronConsts.
 #pragma once
 
-#include <cmath>
-#include <cstdint>
-#include <cstring>
+#include "surrogate.h"
 
-#if defined(__CUDACC__)
-#define FS_HD __host__ __device__ __forceinline__
-#else
-#define FS_HD inline
-#endif
+#include <cstdint>
 
 namespace fastspike {
 
@@ -28,11 +22,8 @@ enum ChargeMode : int {
   kNumChargeModes
 };
 
-// Surrogate derivatives, in the order of fastspike/surrogate.py's table.
-enum SurrogateKind : int {
-  kSigmoid = 0, kATan, kPiecewiseQuadratic, kPiecewiseExp, kSoftSign, kSuperSpike, kErf, kFastSigmoid,
-  kNumSurrogates
-};
+// The surrogates the neuron kernels are compiled for: fastspike.surrogate's, ids 0 .. kFastSigmoid.
+constexpr int kNumNeuronSurrogates = kFastSigmoid + 1;
 
 FS_HD bool is_plif(int mode) { return mode >= kPlifDecayZero; }
 
@@ -43,12 +34,12 @@ struct NeuronConsts {
   T v_threshold, v_reset, tau, decay_scale;  // decay_scale: 1 - 1/tau (LIF without decay_input)
   T inv_tau;                                 // 1/tau rounded as torch's CUDA division computes it
   T dh_dx, dh_dv;                            // charge partials of IF and LIF (PLIF's come from k)
-  T alpha, sg_a, sg_b;                       // surrogate constants, see surrogate_grad
+  SurrogateConsts<T> sg;
 };
 
 template <typename T>
-NeuronConsts<T> make_consts(int mode, double v_threshold, double v_reset, double tau, int surrogate,
-                            double alpha) {
+NeuronConsts<T> make_consts(int mode, double v_threshold, double v_reset, double tau,
+                            const SurrogateConsts<T>& sg = {}) {
   NeuronConsts<T> c;
   c.v_threshold = static_cast<T>(v_threshold);
   c.v_reset = static_cast<T>(v_reset);
@@ -59,16 +50,7 @@ NeuronConsts<T> make_consts(int mode, double v_threshold, double v_reset, double
   const bool decay = mode == kLifDecayZero || mode == kLifDecay;
   c.dh_dx = static_cast<T>(lif && decay ? 1.0 / tau : 1.0);
   c.dh_dv = static_cast<T>(lif ? 1.0 - 1.0 / tau : 1.0);
-  c.alpha = static_cast<T>(alpha);
-  const double pi = 3.14159265358979323846;
-  switch (surrogate) {
-    case kATan: c.sg_a = static_cast<T>(pi / 2 * alpha); c.sg_b = static_cast<T>(alpha / 2); break;
-    case kPiecewiseQuadratic: c.sg_a = static_cast<T>(alpha * alpha); c.sg_b = static_cast<T>(1.0 / alpha); break;
-    case kPiecewiseExp: c.sg_a = static_cast<T>(-alpha); c.sg_b = static_cast<T>(alpha / 2); break;
-    case kSoftSign: c.sg_a = static_cast<T>(1.0 / alpha); c.sg_b = static_cast<T>(2 * alpha); break;
-    case kErf: c.sg_a = c.alpha; c.sg_b = static_cast<T>(alpha / std::sqrt(pi)); break;
-    default: c.sg_a = c.alpha; c.sg_b = c.alpha; break;
-  }
+  c.sg = sg;
   return c;
 }
 
@@ -108,81 +90,13 @@ FS_HD T reset(bool hard, const NeuronConsts<T>& c, T h, T s) {
   return hard ? (T(1) - s) * h + s * c.v_reset : h - s * c.v_threshold;
 }
 
-// exp for the surrogate derivatives. On the CPU, libm's expf is a call, which stops the backward loop
-// from vectorising (Sigmoid, the default surrogate, ran 7x slower); this branch-free version is within
-// 2 ulp of expf on [-87, 88] (gradients need 1e-5), saturates outside it (expf(88) ~ 1.7e38 stands in for
-// larger values: every surrogate then rounds to the same 0 or ~1e-38) and keeps NaN.
-FS_HD float fs_exp(float a) {
-#if defined(__CUDA_ARCH__)
-  return expf(a);
-#else
-  const float x = a > 88.0f ? 88.0f : (a < -87.0f ? -87.0f : a);
-  // exp(x) = 2^n exp(r), n = round(x / ln 2), |r| <= ln(2)/2; ln 2 split in two so x - n ln 2 is exact.
-  // n from a NaN would be undefined behaviour; 0 stands in, and the NaN goes on through r and e.
-  const float xn = x == x ? x : 0.0f;
-  const int n = static_cast<int>(xn * 1.44269504088896341f + (xn >= 0.0f ? 0.5f : -0.5f));
-  const float nf = static_cast<float>(n);
-  const float r = (x - nf * 0.693359375f) + nf * 2.12194440e-4f;
-  // Taylor-like minimax coefficients of (exp(r) - 1 - r) / r^2 on that interval (Cephes expf).
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  const float e = p * (r * r) + r + 1.0f;
-  const uint32_t bits = static_cast<uint32_t>(n + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof(scale));
-  return e * scale;  // a NaN a stays NaN through x, r and e
-#endif
-}
-FS_HD double fs_exp(double a) { return exp(a); }
-
-// g'(x) of fastspike/surrogate.py; only needs to agree with it to rounding (gradients: 1e-5 relative).
-template <typename T>
-FS_HD T surrogate_grad(int kind, const NeuronConsts<T>& c, T x) {
-  const T ax = x < T(0) ? -x : x;
-  switch (kind) {
-    case kSigmoid: {
-      const T s = T(1) / (T(1) + fs_exp(-(x * c.alpha)));
-      return (T(1) - s) * s * c.alpha;
-    }
-    case kATan: {
-      const T u = c.sg_a * x;
-      return c.sg_b / (T(1) + u * u);
-    }
-    case kPiecewiseQuadratic: {
-      const T q = c.alpha - c.sg_a * ax;  // computed unconditionally: a select, not a branch, vectorises
-      return ax > c.sg_b ? T(0) : q;
-    }
-    case kPiecewiseExp: return c.sg_b * fs_exp(c.sg_a * ax);
-    case kSoftSign: {
-      const T u = c.sg_a + ax;
-      return T(1) / (c.sg_b * (u * u));
-    }
-    case kSuperSpike: {
-      const T u = ax + T(1);
-      return c.alpha / (u * u);
-    }
-    case kErf: {
-      const T u = x * c.alpha;
-      return fs_exp(-(u * u)) * c.sg_b;
-    }
-    default: {
-      const T u = c.alpha * ax + T(1);
-      return T(1) / (u * u);
-    }
-  }
-}
-
 // One reverse step of backpropagation through time. In: dL/ds_t, dL/dv_t (after reset, including the
 // v_seq gradient), h_t. Out: dL/dh_t.
 template <typename T>
 FS_HD T grad_h_step(int surrogate, bool hard, bool detach_reset, const NeuronConsts<T>& c, T grad_s,
                     T grad_v, T h) {
   const T hm = h - c.v_threshold;
-  const T sg = surrogate_grad(surrogate, c, hm);
+  const T sg = surrogate_grad(surrogate, c.sg, hm);
   T dv_dh;
   if (hard) {
     dv_dh = T(1) - (hm >= T(0) ? T(1) : T(0));
@@ -223,15 +137,10 @@ struct BackwardArgs {
   double* grad_k_partial;  // PLIF: one partial sum of dL/dk per work chunk, summed by the caller
   int64_t T, N;
   int mode; bool hard; bool detach_reset; int surrogate;
-  double v_threshold, v_reset, tau, alpha;
+  double v_threshold, v_reset, tau;
+  double sg_alpha, sg_a, sg_b;  // the surrogate's constants
 };
 
-// Input/state type pairs: 0 fp32/fp32, 1 fp16/fp32, 2 bf16/fp32, 3 fp64/fp64.
-enum DTypeCase : int { kFloat = 0, kHalf, kBFloat16, kDouble };
-
-constexpr int64_t kCpuChunk = 2048;  // neurons per CPU task; the T loop runs over one chunk at a time
-
-int64_t cpu_num_chunks(int64_t N);
 void forward_cpu(const ForwardArgs& a, int dtype);
 void backward_cpu(const BackwardArgs& a, int dtype);
 

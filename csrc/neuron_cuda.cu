@@ -2,51 +2,11 @@
 // VEC is chosen so a thread moves 16 bytes of input per step (4 fp32, 8 fp16/bf16, 2 fp64) when N and
 // every pointer allow it, else 1. Compiled with -fmad=false: an FMA contraction would change fp32 results.
 // No torch headers here (nvcc on 2 cores is slow enough); ops.cpp allocates and calls the launchers.
+#include "cuda_common.cuh"
 #include "neuron.h"
-
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
-
-#include <cstdint>
-#include <stdexcept>
-#include <string>
 
 namespace fastspike {
 namespace {
-
-constexpr int kThreads = 128;
-
-__device__ __forceinline__ float to_state(float v, float) { return v; }
-__device__ __forceinline__ float to_state(__half v, float) { return __half2float(v); }
-__device__ __forceinline__ float to_state(__nv_bfloat16 v, float) { return __bfloat162float(v); }
-__device__ __forceinline__ double to_state(double v, double) { return v; }
-
-template <typename S> __device__ __forceinline__ S from_state(float v);
-template <> __device__ __forceinline__ float from_state<float>(float v) { return v; }
-template <> __device__ __forceinline__ __half from_state<__half>(float v) { return __float2half_rn(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_state<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
-template <typename S> __device__ __forceinline__ S from_state(double v) { return v; }
-
-template <typename U, int VEC>
-struct alignas(sizeof(U) * VEC) Pack {
-  U v[VEC];
-};
-
-template <typename U, int VEC>
-__device__ __forceinline__ Pack<U, VEC> load(const void* base, int64_t i) {
-  return *reinterpret_cast<const Pack<U, VEC>*>(static_cast<const U*>(base) + i);
-}
-
-template <typename U, int VEC>
-__device__ __forceinline__ void store(void* base, int64_t i, const Pack<U, VEC>& p) {
-  *reinterpret_cast<Pack<U, VEC>*>(static_cast<U*>(base) + i) = p;
-}
-
-template <typename T>
-__device__ __forceinline__ T load_scalar(const void* p) { return p ? *static_cast<const T*>(p) : T(0); }
 
 template <typename S, typename T, int VEC>
 __global__ void __launch_bounds__(kThreads) neuron_fwd_kernel(const ForwardArgs a, const NeuronConsts<T> c) {
@@ -83,20 +43,6 @@ __global__ void __launch_bounds__(kThreads) neuron_fwd_kernel(const ForwardArgs 
 #pragma unroll
   for (int i = 0; i < VEC; ++i) last.v[i] = v[i];
   store<T, VEC>(a.v_last, j, last);
-}
-
-// Sums one double per thread over the block in a fixed order; thread 0 gets the result.
-__device__ double block_sum(double x) {
-  __shared__ double warp_sums[kThreads / 32];
-#pragma unroll
-  for (int d = 16; d > 0; d >>= 1) x += __shfl_down_sync(0xffffffffu, x, d);
-  if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = x;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    x = warp_sums[0];
-    for (int w = 1; w < kThreads / 32; ++w) x += warp_sums[w];
-  }
-  return x;
 }
 
 template <typename S, typename T, int VEC>
@@ -153,18 +99,6 @@ __global__ void __launch_bounds__(kThreads) neuron_bwd_kernel(const BackwardArgs
   }
 }
 
-bool aligned(const void* p, int bytes) { return p == nullptr || reinterpret_cast<uintptr_t>(p) % bytes == 0; }
-
-// 16-byte input packs when N and every pointer allow it, else one neuron per thread.
-template <typename S, typename T>
-int pick_vec(int64_t N, std::initializer_list<const void*> inputs, std::initializer_list<const void*> states) {
-  constexpr int vec = 16 / sizeof(S);
-  if (N % vec != 0) return 1;
-  for (const void* p : inputs) if (!aligned(p, vec * sizeof(S))) return 1;
-  for (const void* p : states) if (!aligned(p, vec * sizeof(T))) return 1;
-  return vec;
-}
-
 template <typename S, typename T>
 int forward_vec(const ForwardArgs& a) {
   return pick_vec<S, T>(a.N, {a.x, a.spike}, {a.v_last, a.v_seq, a.h_seq, a.v_init});
@@ -175,16 +109,9 @@ int backward_vec(const BackwardArgs& a) {
   return pick_vec<S, T>(a.N, {a.grad_spike, a.grad_x}, {a.grad_v_last, a.grad_v_seq, a.h_seq, a.v_init, a.grad_v_init});
 }
 
-int64_t num_blocks(int64_t N, int vec) { return ((N + vec - 1) / vec + kThreads - 1) / kThreads; }
-
-void check_launch(const char* what) {
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) throw std::runtime_error(std::string("fastspike: ") + what + ": " + cudaGetErrorString(err));
-}
-
 template <typename S, typename T>
 void launch_forward(const ForwardArgs& a, cudaStream_t stream) {
-  const NeuronConsts<T> c = make_consts<T>(a.mode, a.v_threshold, a.v_reset, a.tau, 0, 1.0);
+  const NeuronConsts<T> c = make_consts<T>(a.mode, a.v_threshold, a.v_reset, a.tau);
   constexpr int V = 16 / sizeof(S);
   if (forward_vec<S, T>(a) == V) {
     neuron_fwd_kernel<S, T, V><<<num_blocks(a.N, V), kThreads, 0, stream>>>(a, c);
@@ -196,7 +123,8 @@ void launch_forward(const ForwardArgs& a, cudaStream_t stream) {
 
 template <typename S, typename T>
 void launch_backward(const BackwardArgs& a, cudaStream_t stream) {
-  const NeuronConsts<T> c = make_consts<T>(a.mode, a.v_threshold, a.v_reset, a.tau, a.surrogate, a.alpha);
+  const NeuronConsts<T> c = make_consts<T>(a.mode, a.v_threshold, a.v_reset, a.tau,
+                                             make_surrogate_consts<T>(a.sg_alpha, a.sg_a, a.sg_b));
   constexpr int V = 16 / sizeof(S);
   if (backward_vec<S, T>(a) == V) {
     neuron_bwd_kernel<S, T, V><<<num_blocks(a.N, V), kThreads, 0, stream>>>(a, c);

@@ -4,11 +4,11 @@ stale instead of running old kernels. Standard library only: setup.py runs it be
 import hashlib
 import os
 
-SUFFIXES = (".h", ".cpp", ".cu")
+SUFFIXES = (".h", ".cpp", ".cu", ".cuh")
 
 
 def source_hash(csrc_dir: str) -> str:
-    """A short hex digest of every ``.h``/``.cpp``/``.cu`` file under ``csrc_dir`` (names and contents)."""
+    """A short hex digest of every ``.h``/``.cpp``/``.cu``/``.cuh`` file under ``csrc_dir`` (names and contents)."""
     digest = hashlib.sha256()
     for root, _, files in sorted(os.walk(csrc_dir)):
         for name in sorted(f for f in files if f.endswith(SUFFIXES)):

@@ -85,6 +85,21 @@ def make_spec(kind: str, *, v_threshold=1.0, v_reset=0.0, surrogate_function=Non
                       decay_input=_flag("decay_input", decay_input, owner))
 
 
+LEAKY_RESETS = ("subtract", "zero", "none")
+
+
+@dataclass(frozen=True)
+class LeakySpec:
+    """What an snnTorch neuron op computes, apart from its tensors: ``Leaky`` (``synaptic`` False) or
+    ``Synaptic``; ``reset`` is snnTorch's reset_mechanism, ``reset_delay`` its option of that name, and
+    ``surrogate`` a :class:`fastspike.snntorch.surrogate.Surrogate`."""
+
+    synaptic: bool
+    reset: str
+    reset_delay: bool
+    surrogate: object
+
+
 class StepModeMixin:
     """A ``step_mode`` attribute ('s': one step ``[N, *]`` per call, 'm': ``[T, N, *]``), checked on assignment."""
 

@@ -46,7 +46,7 @@ def canonical(backend) -> str:
     return name
 
 
-def _unavailable_reason(name: str, device_type: str, allowed: Tuple[str, ...] = BACKENDS) -> Optional[str]:
+def unavailable_reason(name: str, device_type: str, allowed: Tuple[str, ...] = BACKENDS) -> Optional[str]:
     """None when ``name`` can run on ``device_type`` for a caller that accepts ``allowed``, else why not
     and what would fix it."""
     if name not in allowed:
@@ -72,14 +72,14 @@ def _resolve(backend: str, device_type: str, env: Optional[str], allowed: Tuple[
             raise ValueError(f"{source}: {err}") from None
     skipped = []
     if backend in ALIASES:
-        reason = _unavailable_reason(name, device_type, allowed)
+        reason = unavailable_reason(name, device_type, allowed)
         if reason is None:
             return name
         name = "auto"
         skipped.append(f"{source} means native, which is unavailable: {reason}")
     if name == "auto":
         for candidate in _AUTO_ORDER.get(device_type, ("torch",)):
-            reason = _unavailable_reason(candidate, device_type, allowed)
+            reason = unavailable_reason(candidate, device_type, allowed)
             if reason is None:
                 # Logging inside a torch.compile trace would break the graph; the eager call logs.
                 if not torch.compiler.is_compiling():
@@ -88,8 +88,8 @@ def _resolve(backend: str, device_type: str, env: Optional[str], allowed: Tuple[
                 return candidate
             skipped.append(f"{candidate} skipped: {reason}")
     if name not in allowed:
-        raise ValueError(f"{source}: {_unavailable_reason(name, device_type, allowed)}")
-    reason = _unavailable_reason(name, device_type)
+        raise ValueError(f"{source}: {unavailable_reason(name, device_type, allowed)}")
+    reason = unavailable_reason(name, device_type)
     if reason is not None:
         raise BackendUnavailableError(f"{source} is not available on {device_type}: {reason} "
                                       f"(backend='auto' uses what is available)")
@@ -112,9 +112,14 @@ def resolve(backend: str, device: torch.device, allowed: Tuple[str, ...] = BACKE
     return name
 
 
-def multistep_impl(backend: str, device: torch.device) -> Callable:
-    """The ``multistep(spec, x_seq, v_init, w, store_v_seq)`` function of the resolved backend."""
-    return _IMPLS[resolve(backend, device)]
+def multistep_impl(backend: str, device: torch.device, family: str = "neuron") -> Callable:
+    """The resolved backend's ``multistep`` function of op family ``family``: for 'neuron',
+    ``multistep(spec, x_seq, v_init, w, store_v_seq)``; for 'leaky', that of
+    :func:`fastspike.reference.leaky.multistep`."""
+    return _IMPLS[family][resolve(backend, device)]
 
 
-_IMPLS = {"torch": reference.multistep, "native": native.multistep, "triton": triton_kernels.multistep}
+_IMPLS = {"neuron": {"torch": reference.neuron.multistep, "native": native.neuron_multistep,
+                     "triton": triton_kernels.neuron_multistep},
+          "leaky": {"torch": reference.leaky.multistep, "native": native.leaky_multistep,
+                    "triton": triton_kernels.leaky_multistep}}

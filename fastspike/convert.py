@@ -1,13 +1,14 @@
-"""Convert a SpikingJelly model to fastspike neurons in place.
+"""Convert a SpikingJelly or snnTorch model to fastspike neurons in place.
 
-SpikingJelly is never imported here: its modules are recognised by their module path and class name, so
-both 0.0.0.0.14 and 2.x models convert and fastspike does not depend on either.
+Neither library is imported here: their modules are recognised by their module path and class name, so
+SpikingJelly 0.0.0.0.14 and 2.x and snnTorch models convert and fastspike depends on none of them.
 """
 from __future__ import annotations
 
 from torch import nn
 
 from . import neuron, surrogate
+from . import snntorch as fs_snntorch
 
 _NODES = {"IFNode": neuron.IFNode, "LIFNode": neuron.LIFNode, "ParametricLIFNode": neuron.ParametricLIFNode}
 _SURROGATES = {cls.__name__: cls for cls in (
@@ -60,4 +61,49 @@ def from_spikingjelly(model: nn.Module, backend: str = "auto") -> nn.Module:
         for child_name, child in list(parent.named_children()):
             if _is_spikingjelly(child) and type(child).__name__ in _NODES:
                 setattr(parent, child_name, _convert_node(child, backend))
+    return model
+
+
+_SNNTORCH = {"Leaky": fs_snntorch.Leaky, "Synaptic": fs_snntorch.Synaptic}
+
+
+def _is_snntorch_neuron(obj) -> bool:
+    return type(obj).__module__.startswith("snntorch.") and type(obj).__name__ in _SNNTORCH
+
+
+def _convert_snntorch(node: nn.Module, backend: str) -> nn.Module:
+    name = type(node).__name__
+    if getattr(node, "inhibition", False) or getattr(node, "state_quant", False):
+        raise TypeError(f"from_snntorch: {name} with inhibition or state_quant has no fastspike equivalent")
+    kwargs = dict(threshold=1.0, spike_grad=None if node.surrogate_disable else node.spike_grad,
+                  surrogate_disable=node.surrogate_disable, init_hidden=node.init_hidden, output=node.output,
+                  reset_mechanism=node.reset_mechanism, reset_delay=node.reset_delay, backend=backend)
+    new = fs_snntorch.Synaptic(0.0, 0.0, **kwargs) if name == "Synaptic" else fs_snntorch.Leaky(0.0, **kwargs)
+    # Parameters stay parameters (with their requires_grad), buffers stay buffers: the state_dicts match.
+    for attr in ("beta", "alpha", "threshold", "graded_spikes_factor"):
+        if not hasattr(node, attr) or not hasattr(new, attr):
+            continue
+        value = getattr(node, attr)
+        delattr(new, attr)
+        if isinstance(value, nn.Parameter):
+            setattr(new, attr, nn.Parameter(value.detach().clone(), requires_grad=value.requires_grad))
+        else:
+            new.register_buffer(attr, value.detach().clone())
+    return new.train(node.training)
+
+
+def from_snntorch(model: nn.Module, backend: str = "auto") -> nn.Module:
+    """Replace every snnTorch ``Leaky``/``Synaptic`` in ``model`` by :mod:`fastspike.snntorch`'s.
+
+    Options carry over (threshold, beta, alpha, graded spikes factor as parameters or buffers like the
+    original, the surrogate and its parameters, reset mechanism and delay, init_hidden, output); the new
+    neurons start reset and use ``backend``. ``model`` is modified in place and returned; if it is itself a
+    neuron its replacement is returned. Unsupported options or surrogates raise ``TypeError``.
+    """
+    if _is_snntorch_neuron(model):
+        return _convert_snntorch(model, backend)
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if _is_snntorch_neuron(child):
+                setattr(parent, child_name, _convert_snntorch(child, backend))
     return model

@@ -14,7 +14,9 @@ Losses read the output spikes ``spike_seq [T, N, K]`` of a network with K classe
 - :func:`ce_step_loss`: cross-entropy with each step's spikes as logits, averaged over the T steps
   (snnTorch's ``ce_rate_loss``);
 - :func:`ce_rate_loss`: cross-entropy of the mean firing rate: the rates (in [0, 1]) as logits;
-- :func:`ce_count_loss`: cross-entropy with the spike counts (in [0, T]) as logits.
+- :func:`ce_count_loss`: cross-entropy with the spike counts (in [0, T]) as logits;
+- :func:`ce_mem_loss`: cross-entropy of every step's membrane potential, summed over the steps (seed 004,
+  snnTorch's tutorial 5); it reads a :class:`fastspike.models.Readout`, the others its ``spikes``.
 """
 from __future__ import annotations
 
@@ -23,8 +25,10 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from .snntorch import functional as snntorch_functional
+
 __all__ = ["direct", "poisson", "latency", "encode", "ENCODERS", "firing_rate", "mse_rate_loss",
-           "ce_step_loss", "ce_rate_loss", "ce_count_loss", "LOSSES"]
+           "ce_step_loss", "ce_rate_loss", "ce_count_loss", "ce_mem_loss", "LOSSES"]
 
 
 def _check(x: torch.Tensor, T: int, owner: str) -> None:
@@ -98,9 +102,8 @@ def ce_step_loss(spike_seq: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     class costs as much early as late; with logits in {0, 1} no step's loss falls below
     ``log(1 + (K - 1) / e)``."""
     _check_output(spike_seq, labels, "ce_step_loss")
-    # One cross-entropy over the T * N rows: its mean over rows is the mean over steps of each step's
-    # mean over the batch, as every step has the same N rows.
-    return F.cross_entropy(spike_seq.float().flatten(0, 1), labels.repeat(spike_seq.shape[0]))
+    # snnTorch's own expression order (a sum over the steps, then / T), so the loss is its number.
+    return snntorch_functional.ce_rate_loss()(spike_seq.float(), labels).reshape(())
 
 
 def ce_rate_loss(spike_seq: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -119,4 +122,15 @@ def ce_count_loss(spike_seq: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
     return F.cross_entropy(spike_seq.float().sum(0), labels)
 
 
-LOSSES = {"mse-rate": mse_rate_loss, "ce-step": ce_step_loss, "ce-rate": ce_rate_loss, "ce-count": ce_count_loss}
+def ce_mem_loss(readout, labels: torch.Tensor) -> torch.Tensor:
+    """Seed 004's loss: the cross-entropy of the output layer's membrane potential ``readout.mem [T, N, K]``
+    as logits at every step, summed over the T steps (snnTorch's tutorial 5)."""
+    if not hasattr(readout, "mem"):
+        raise ValueError("ce_mem_loss: needs the output's membrane potentials, a fastspike.models.Readout (the "
+                         "output of mlp-snn); this model returns spikes only")
+    _check_output(readout.mem, labels, "ce_mem_loss")
+    return snntorch_functional.mem_ce_loss()(readout.mem.float(), labels)
+
+
+LOSSES = {"mse-rate": mse_rate_loss, "ce-step": ce_step_loss, "ce-rate": ce_rate_loss, "ce-count": ce_count_loss,
+          "ce-mem": ce_mem_loss}

@@ -11,13 +11,15 @@ Gradients flow to ``x_seq``, a tensor ``v_init`` and PLIF's ``w``. The update eq
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Optional, Union
+from typing import Iterable, Optional, Union
 
 import torch
 from torch import nn
 
 from . import backends
+from ._seq import multi_step_forward, seq_to_ann_forward
 from ._spec import NeuronSpec, check_inputs, check_plif_weight, make_spec
+from .layer import SeqToANNContainer
 from .surrogate import Sigmoid, SurrogateFunctionBase
 
 __all__ = [
@@ -87,7 +89,6 @@ def reset_net(net: nn.Module) -> None:
 
 def _modules_outside_seq_containers(net: nn.Module) -> Iterable[nn.Module]:
     """Modules of ``net`` not wrapped in a SeqToANNContainer (which always runs its content single-step)."""
-    from .layer import SeqToANNContainer
     inside = {id(m) for c in net.modules() if isinstance(c, SeqToANNContainer) for m in c.modules()
               if m is not c}
     return (m for m in net.modules() if id(m) not in inside)
@@ -122,26 +123,3 @@ def detach_net(net: nn.Module) -> None:
     for m in net.modules():
         if hasattr(m, "detach"):
             m.detach()
-
-
-Modules = Union[Callable, list, tuple]
-
-
-def _chain(modules: Modules, x: torch.Tensor) -> torch.Tensor:
-    for m in modules if isinstance(modules, (list, tuple)) else (modules,):
-        x = m(x)
-    return x
-
-
-def seq_to_ann_forward(x_seq: torch.Tensor, stateless_module: Modules) -> torch.Tensor:
-    """Apply a stateless module (or a list/tuple of them, in order) to ``x_seq [T, N, *]`` as one batch of
-    ``T * N``; returns ``[T, N, *out]``."""
-    if x_seq.dim() < 2:
-        raise ValueError(f"multi-step input must be time-major [T, N, *], got shape {tuple(x_seq.shape)}")
-    return _chain(stateless_module, x_seq.flatten(0, 1)).unflatten(0, x_seq.shape[:2])
-
-
-def multi_step_forward(x_seq: torch.Tensor, single_step_module: Modules) -> torch.Tensor:
-    """Call a single-step module (or a list/tuple of them, in order) on each ``x_seq[t]`` in turn and stack
-    the outputs to ``[T, N, *out]``."""
-    return torch.stack([_chain(single_step_module, x) for x in x_seq])

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._spec import StepModeMixin
-from .functional import seq_to_ann_forward
+from ._seq import seq_to_ann_forward
 
 __all__ = ["Conv2d", "BatchNorm2d", "Linear", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Flatten",
            "Dropout", "SeqToANNContainer"]

@@ -9,32 +9,34 @@ activation after the last layer: ``x [N, C, H, W] -> logits [N, classes]``.
 ======================  ===============================================================================
 ``csnn`` / ``cnn``      seed 002 and SpikingJelly's Fashion-MNIST tutorial: [conv3x3-BN-IF-maxpool2] x 2,
                         Linear(C*(H/4)*(W/4) -> C*16)-IF, Linear(-> classes)-IF; ATan surrogate
-``snntorch-csnn`` /     seed 000 (snnTorch's convolutional tutorial): conv5x5(12)-maxpool2-LIF,
-``snntorch-cnn``        conv5x5(64)-maxpool2-LIF, Linear(1024 -> classes)-LIF; T = 50, ce-step loss
+``snntorch-csnn`` /     seed 000 (snnTorch's convolutional tutorial): conv5x5(12)-maxpool2-Leaky,
+``snntorch-cnn``        conv5x5(64)-maxpool2-Leaky, Linear(1024 -> classes)-Leaky; T = 50, ce-step loss
 ``fc-snn``              seed 002: Linear(784 -> 10, no bias)-LIF(tau 2), Poisson input, T = 100
-``mlp-snn``             seed 004: Linear(784 -> 1000)-LIF, Linear(1000 -> 10)-LIF, snnTorch beta 0.95
+``mlp-snn`` / ``mlp``   seed 004: Linear(784 -> 1000)-Leaky, Linear(1000 -> 10)-Leaky, beta 0.95; T = 25,
+                        ce-mem loss
 ``dvs-csnn`` /          seed 001 (CIFAR10-DVS): [conv3x3-BN-IF-maxpool2] until the frame is 4 x 4 or
 ``dvs-cnn``             smaller (at least one block), Linear(-> classes)-IF, T = 8 frames; the twin sees
                         the frames summed
 ======================  ===============================================================================
 
-snnTorch's ``Leaky(beta)`` neuron is written here as ``LIFNode(tau=1 / (1 - beta), decay_input=False,
-v_reset=None, detach_reset=True)``: charge ``beta * v + x``, reset by subtracting the threshold, with no
-gradient through the reset (snnTorch detaches the spike it resets with). snnTorch subtracts the threshold
-one step later, after the decay, so after a spike its potential is lower by ``(1 - beta) * threshold``
-than here: the same network, not the same numbers.
+The snnTorch models (``snntorch-csnn``, ``mlp-snn``) use :class:`fastspike.snntorch.Leaky`, bit-identical to
+snnTorch's, each as a multi-step layer that runs its fused ``sequence``; ``mlp-snn`` reads its loss from
+the output layer's membrane potentials (seed 004, snnTorch's tutorial 5), so it returns a :class:`Readout`
+``(spikes, mem)``, both ``[T, N, classes]``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 import torch
 from torch import nn
 
 from . import encoding, functional, layer, neuron, surrogate
+from . import snntorch as fs_snntorch
 
-__all__ = ["SpikingClassifier", "csnn", "cnn", "snntorch_csnn", "snntorch_cnn", "fc_snn", "mlp_snn",
+__all__ = ["SpikingClassifier", "Readout", "LeakySequence", "csnn", "cnn", "snntorch_csnn", "snntorch_cnn", "fc_snn",
+           "mlp_snn", "mlp",
            "dvs_csnn", "dvs_cnn", "ModelInfo", "MODELS", "build"]
 
 
@@ -65,6 +67,29 @@ class SpikingClassifier(nn.Module):
 
     def extra_repr(self) -> str:
         return f"T={self.T}, encoder={self.encoder!r}"
+
+
+class Readout(NamedTuple):
+    """The output of a model read out from its last layer's membrane potentials: ``spikes`` and ``mem``,
+    both ``[T, N, classes]``."""
+
+    spikes: torch.Tensor
+    mem: torch.Tensor
+
+
+class LeakySequence(nn.Module):
+    """A :mod:`fastspike.snntorch` neuron as a multi-step layer: ``[T, N, *] -> spikes [T, N, *]`` in one
+    fused call; with ``readout`` it returns :class:`Readout` ``(spikes, mem_seq)``. Its state carries
+    over until :func:`fastspike.functional.reset_net`, like the neurons of :mod:`fastspike.neuron`."""
+
+    def __init__(self, neuron: fs_snntorch.SpikingNeuron, readout: bool = False):
+        super().__init__()
+        self.neuron, self.readout = neuron, readout
+
+    def forward(self, x_seq: torch.Tensor):
+        if self.readout:
+            return Readout(*self.neuron.sequence(x_seq))
+        return self.neuron.sequence(x_seq, states="last")[0]
 
 
 def _parts(spiking: bool, make_node: Callable[[], nn.Module]):
@@ -108,9 +133,8 @@ def _snntorch_size(image_size: int) -> int:
 
 
 def _snntorch_net(spiking, classes, in_channels, image_size, backend):
-    sm, act = _parts(spiking, lambda: neuron.LIFNode(tau=2.0, decay_input=False, v_reset=None, detach_reset=True,
-                                                     surrogate_function=surrogate.FastSigmoid(25.0),
-                                                     backend=backend))
+    sm, act = _parts(spiking, lambda: LeakySequence(fs_snntorch.Leaky(
+        beta=0.5, spike_grad=fs_snntorch.surrogate.fast_sigmoid(slope=25), backend=backend)))
     s = _snntorch_size(image_size)
     return nn.Sequential(
         layer.Conv2d(in_channels, 12, 5, step_mode=sm), layer.MaxPool2d(2, step_mode=sm), act(),
@@ -120,8 +144,8 @@ def _snntorch_net(spiking, classes, in_channels, image_size, backend):
 
 def snntorch_csnn(T: int = 50, classes: int = 10, in_channels: int = 1, image_size: int = 28,
                   encoder: str = "direct", backend: str = "auto") -> SpikingClassifier:
-    """Seed 000's snnTorch CSNN: ``[N, in_channels, S, S] -> [T, N, classes]``; LIF with snnTorch's beta 0.5
-    (tau 2, no input decay, reset by subtraction, detached reset) and its fast-sigmoid surrogate (slope 25)."""
+    """Seed 000's snnTorch CSNN: ``[N, in_channels, S, S] -> [T, N, classes]``; snnTorch's ``Leaky(beta=0.5)``
+    with the fast-sigmoid surrogate (slope 25), as in its convolutional tutorial."""
     return SpikingClassifier(_snntorch_net(True, classes, in_channels, image_size, backend), T, encoder)
 
 
@@ -141,17 +165,21 @@ def fc_snn(T: int = 100, classes: int = 10, in_features: int = 784, tau: float =
 
 def mlp_snn(T: int = 25, classes: int = 10, in_features: int = 784, hidden: int = 1000, beta: float = 0.95,
             encoder: str = "direct", backend: str = "auto") -> SpikingClassifier:
-    """Seed 004's 784-1000-10 SNN: ``[N, *] -> [T, N, classes]``; snnTorch-style LIF with decay ``beta``
-    (tau ``1 / (1 - beta)``, no input decay, reset by subtraction, detached reset) and the ATan surrogate."""
-    if not 0 <= beta < 1:
-        raise ValueError(f"mlp_snn: beta must be in [0, 1), got {beta}")
+    """Seed 004's 784-1000-10 SNN (snnTorch's tutorial 5): ``[N, *] -> Readout`` of the output layer's
+    spikes and membrane potentials ``[T, N, classes]``; snnTorch's ``Leaky(beta)`` with its defaults."""
+    if not 0 <= beta <= 1:
+        raise ValueError(f"mlp_snn: beta must be in [0, 1], got {beta}")
 
-    def node():
-        return neuron.LIFNode(tau=1 / (1 - beta), decay_input=False, v_reset=None, detach_reset=True,
-                              surrogate_function=surrogate.ATan(), backend=backend)
+    def node(readout=False):
+        return LeakySequence(fs_snntorch.Leaky(beta=beta, backend=backend), readout)
     return SpikingClassifier(nn.Sequential(
-        layer.Flatten(), layer.Linear(in_features, hidden), node(), layer.Linear(hidden, classes), node()),
+        layer.Flatten(), layer.Linear(in_features, hidden), node(), layer.Linear(hidden, classes), node(True)),
         T, encoder)
+
+
+def mlp(classes: int = 10, in_features: int = 784, hidden: int = 1000) -> nn.Sequential:
+    """The ANN twin of :func:`mlp_snn`: ``[N, *] -> logits [N, classes]``."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, classes))
 
 
 class _SumOverTime(nn.Module):
@@ -219,13 +247,14 @@ MODELS = {
     "csnn": ModelInfo("seed 002 / SpikingJelly Fashion-MNIST CSNN (IF)", True, False, "mse-rate", "adam", 1e-3,
                       T=4, channels=32, encoder="direct", twin="cnn"),
     "cnn": ModelInfo("CNN twin of csnn (ReLU)", False, False, "ce", "adam", 1e-3, channels=32),
-    "snntorch-csnn": ModelInfo("seed 000 snnTorch CSNN (LIF)", True, False, "ce-step", "adam", 1e-2, T=50,
+    "snntorch-csnn": ModelInfo("seed 000 snnTorch CSNN (snnTorch Leaky)", True, False, "ce-step", "adam", 1e-2, T=50,
                                encoder="direct", twin="snntorch-cnn"),
     "snntorch-cnn": ModelInfo("ANN twin of snntorch-csnn (ReLU)", False, False, "ce", "adam", 1e-2),
     "fc-snn": ModelInfo("seed 002 single-layer SNN 784-10 (LIF, Poisson input)", True, False, "mse-rate", "adam",
                         1e-3, T=100, encoder="poisson"),
-    "mlp-snn": ModelInfo("seed 004 SNN 784-1000-10 (LIF)", True, False, "ce-rate", "adam", 5e-4, T=25,
-                         encoder="direct"),
+    "mlp-snn": ModelInfo("seed 004 SNN 784-1000-10 (snnTorch Leaky)", True, False, "ce-mem", "adam", 5e-4, T=25,
+                         encoder="direct", twin="mlp"),
+    "mlp": ModelInfo("ANN twin of mlp-snn (ReLU)", False, False, "ce", "adam", 5e-4),
     "dvs-csnn": ModelInfo("seed 001 CIFAR10-DVS CSNN (IF), T from the frames", True, True, "mse-rate", "sgd",
                           5e-2, channels=64, twin="dvs-cnn"),
     "dvs-cnn": ModelInfo("CNN twin of dvs-csnn (frames summed)", False, True, "ce", "sgd", 5e-2, channels=64),
@@ -260,6 +289,8 @@ def build(name: str, in_shape: tuple, classes: int, T: Optional[int] = None, cha
     if name in ("fc-snn", "mlp-snn"):
         make = fc_snn if name == "fc-snn" else mlp_snn
         return make(T, classes, c * h * w, encoder=encoder, backend=backend)
+    if name == "mlp":
+        return mlp(classes, c * h * w)
     if h != w:
         raise ValueError(f"model {name!r} takes square inputs, got {h} x {w}")
     return {

@@ -1,10 +1,11 @@
 """The 'native' backend: fused C++ (CPU, OpenMP) and CUDA kernels from ``fastspike._C`` (built from csrc/).
 
-``fastspike._C`` defines the ops ``torch.ops.fastspike.neuron_forward`` / ``neuron_backward`` (schemas and
-layout contract in :mod:`fastspike._ops`) for CPU and, when built with a CUDA toolkit, CUDA tensors. This
-module loads it on first use, checks that it was built from the sources beside it (an editable install
-whose csrc/ changed since the build is reported as stale, not run), and registers the fake
-implementations (torch.compile, meta tensors) and the autograd formula.
+``fastspike._C`` implements each op family's ops ``torch.ops.fastspike.<family>_forward`` / ``_backward``
+(schemas in :mod:`fastspike._contract`, defined here before the extension registers its kernels) for CPU
+and, when built with a CUDA toolkit, CUDA tensors. This module loads it on first use, checks that it was
+built from the sources beside it (an editable install whose csrc/ changed since the build is reported as
+stale, not run), and registers each family's fake implementations (torch.compile, meta tensors) and
+autograd formula.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Optional
 
 import torch
 
-from . import _ops
+from . import _contract, _leaky_ops, _neuron_ops, _ops
 from ._source_hash import source_hash
 
 _CSRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "csrc")
@@ -36,6 +37,7 @@ def _load() -> tuple:
 
 
 def _load_uncached() -> tuple:
+    _contract.define_native_ops()
     try:
         from . import _C
     except ImportError as err:
@@ -90,25 +92,23 @@ def runs_on(archs: str, major: int, minor: int) -> bool:
     return False
 
 
-def _fake_forward(x_seq, v_init, v_init_value, k, kind, v_threshold, v_reset, tau, decay_input,
-                  detach_reset, surrogate, alpha, store_v_seq, save_h):
-    return _ops.forward_outputs(x_seq, _ops.op_state_dtype(x_seq, v_init), store_v_seq, save_h)
-
-
-def _fake_backward(grad_spike_seq, grad_v_last, grad_v_seq, h_seq, v_init, v_init_value, k, kind, *params):
-    return _ops.backward_outputs(grad_spike_seq, h_seq, kind == "plif")
-
-
 def _register() -> None:
-    torch.library.register_fake("fastspike::neuron_forward")(_fake_forward)
-    torch.library.register_fake("fastspike::neuron_backward")(_fake_backward)
-    _ops.register_autograd("fastspike::neuron_forward", torch.ops.fastspike.neuron_backward.default)
+    ops = torch.ops.fastspike
+    _ops.register(_neuron_ops.FAMILY, ops.neuron_forward.default, ops.neuron_backward.default)
+    _ops.register(_leaky_ops.FAMILY, ops.leaky_forward.default, ops.leaky_backward.default)
 
 
-def multistep(spec, x_seq, v_init, w, store_v_seq):
-    """The native backend's ``multistep`` (see :mod:`fastspike.backends`); call only when available."""
-    return _ops.multistep(torch.ops.fastspike.neuron_forward.default, torch.ops.fastspike.neuron_backward.default,
-                          spec, x_seq, v_init, w, store_v_seq)
+def neuron_multistep(spec, x_seq, v_init, w, store_v_seq):
+    """The native backend's neuron ``multistep`` (see :mod:`fastspike.backends`); call only when available."""
+    return _neuron_ops.multistep(torch.ops.fastspike.neuron_forward.default,
+                                 torch.ops.fastspike.neuron_backward.default, spec, x_seq, v_init, w, store_v_seq)
+
+
+def leaky_multistep(spec, x_seq, syn_init, mem_init, beta, alpha, threshold, gsf, state, store_seq):
+    """The native backend's leaky ``multistep`` (see :func:`fastspike.reference.leaky.multistep`); call only
+    when available."""
+    return _leaky_ops.multistep(torch.ops.fastspike.leaky_forward.default, torch.ops.fastspike.leaky_backward.default,
+                                spec, x_seq, syn_init, mem_init, beta, alpha, threshold, gsf, state, store_seq)
 
 
 _load()

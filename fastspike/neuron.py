@@ -24,7 +24,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from . import backends, reference
+from . import backends
+from .reference import neuron as reference
 from ._spec import StepModeMixin, make_spec
 from .functional import neuron_multistep
 from .surrogate import Sigmoid, SurrogateFunctionBase

@@ -20,8 +20,9 @@ class                         default    derivative ``g'(x)``
 ``FastSigmoid(slope)``        25.0       ``1 / (slope * |x| + 1) ** 2``
 ============================  =========  ==================================================
 
-Every surrogate is identified by ``(name, alpha)`` (:attr:`SurrogateFunctionBase.spec`), which is all a
-fused kernel needs to reproduce it.
+Every surrogate is identified by ``(name, alpha)`` (:attr:`SurrogateFunctionBase.spec`); a fused kernel
+gets :attr:`SurrogateFunctionBase.kernel_spec`, its name in :data:`fastspike._contract.SURROGATES` with
+the constants of its formula, computed here next to the formula.
 """
 from __future__ import annotations
 
@@ -80,6 +81,16 @@ class SurrogateFunctionBase(nn.Module):
         """``(name, alpha)``: what identifies this surrogate to a fused kernel."""
         return self.name, self.alpha
 
+    @property
+    def kernel_spec(self) -> tuple[str, float, float, float]:
+        """``(name, alpha, a, b)``: the kernels' formula and constants (table in :mod:`fastspike._contract`)."""
+        a, b = self._kernel_constants()
+        return self.name, self.alpha, a, b
+
+    def _kernel_constants(self) -> tuple[float, float]:
+        """``(a, b)`` of the kernels' formula; those that use alpha alone leave them at alpha."""
+        return self.alpha, self.alpha
+
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
         """The surrogate derivative ``g'(x)``, elementwise, in ``x``'s dtype."""
         raise NotImplementedError
@@ -108,6 +119,9 @@ class ATan(SurrogateFunctionBase):
     def __init__(self, alpha: float = 2.0, spiking: bool = True):
         super().__init__(alpha, spiking)
 
+    def _kernel_constants(self):
+        return math.pi / 2 * self.alpha, self.alpha / 2
+
     def derivative(self, x):
         return self.alpha / 2 / (1 + (math.pi / 2 * self.alpha * x).square())
 
@@ -117,6 +131,9 @@ class PiecewiseQuadratic(SurrogateFunctionBase):
 
     def __init__(self, alpha: float = 1.0, spiking: bool = True):
         super().__init__(alpha, spiking)
+
+    def _kernel_constants(self):
+        return self.alpha ** 2, 1 / self.alpha
 
     def derivative(self, x):
         x_abs = x.abs()
@@ -129,6 +146,9 @@ class PiecewiseExp(SurrogateFunctionBase):
     def __init__(self, alpha: float = 1.0, spiking: bool = True):
         super().__init__(alpha, spiking)
 
+    def _kernel_constants(self):
+        return -self.alpha, self.alpha / 2
+
     def derivative(self, x):
         return self.alpha / 2 * (-self.alpha * x.abs()).exp()
 
@@ -138,6 +158,9 @@ class SoftSign(SurrogateFunctionBase):
 
     def __init__(self, alpha: float = 2.0, spiking: bool = True):
         super().__init__(alpha, spiking)
+
+    def _kernel_constants(self):
+        return 1 / self.alpha, 2 * self.alpha
 
     def derivative(self, x):
         return 1 / (2 * self.alpha * (1 / self.alpha + x.abs()).square())
@@ -158,6 +181,9 @@ class Erf(SurrogateFunctionBase):
 
     def __init__(self, alpha: float = 2.0, spiking: bool = True):
         super().__init__(alpha, spiking)
+
+    def _kernel_constants(self):
+        return self.alpha, self.alpha / math.sqrt(math.pi)
 
     def derivative(self, x):
         return (-(x * self.alpha).square()).exp() * (self.alpha / math.sqrt(math.pi))

@@ -98,11 +98,20 @@ def _ce_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def _loss_fn(cfg):
-    return _ce_logits if cfg["loss"] == "ce" else encoding.LOSSES[cfg["loss"]]
+    if cfg["loss"] == "ce":
+        return _ce_logits
+    loss = encoding.LOSSES[cfg["loss"]]
+    if cfg["loss"] == "ce-mem":
+        return loss
+    # A model that returns a Readout is scored on its spikes by every loss but ce-mem.
+    return lambda out, labels: loss(out.spikes if isinstance(out, models.Readout) else out, labels)
 
 
-def _predict(out: torch.Tensor, spiking: bool) -> torch.Tensor:
-    """Class of each sample: the most spikes (``out [T, N, K]``) or the largest logit (``out [N, K]``)."""
+def _predict(out, spiking: bool) -> torch.Tensor:
+    """Class of each sample: the most spikes (``out [T, N, K]``, or a Readout's spikes, as snnTorch's
+    tutorials count them) or the largest logit (``out [N, K]``)."""
+    if isinstance(out, models.Readout):
+        out = out.spikes
     return (out.sum(0) if spiking else out).argmax(1)
 
 
@@ -200,7 +209,8 @@ class _Run:
             value = loss.item()  # waits for the device, so the step time below is complete
             step_times.append(time.perf_counter() - t0)
             loss_sum += value * len(y)
-            correct += (_predict(out.detach(), self.spiking) == y).sum().item()
+            with torch.no_grad():
+                correct += (_predict(out, self.spiking) == y).sum().item()
             count += len(y)
             bar.postfix(loss=value)
         loss_sum, correct, count = _reduce([loss_sum, correct, count], self.world, self.device)

@@ -7,12 +7,14 @@ rounding of the input dtype), and PLIF's grad_w within 1e-5 relative.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import pytest
 import torch
 
 from fastspike import functional, layer, neuron, surrogate
+from fastspike._contract import NEURON_BACKWARD, NEURON_FORWARD, NeuronParams
 from helpers import assert_bitwise_equal, assert_grad_close, weights_like
 
 SURROGATES = [surrogate.Sigmoid(), surrogate.ATan(), surrogate.PiecewiseQuadratic(), surrogate.PiecewiseExp(),
@@ -107,9 +109,30 @@ def poisoned_empty(monkeypatch):
     return lambda: torch.use_deterministic_algorithms(previous)
 
 
+def neuron_params(**changes) -> NeuronParams:
+    """A LIF record (tau 2, hard reset to 0, ATan) with ``changes``; the surrogate's constants follow its name."""
+    sg = {"atan": surrogate.ATan(), "sigmoid": surrogate.Sigmoid()}.get(changes.get("surrogate", "atan"))
+    name, alpha, a, b = sg.kernel_spec if sg is not None else (changes["surrogate"], 1.0, 1.0, 1.0)
+    base = NeuronParams(kind="lif", v_threshold=1.0, v_reset=0.0, tau=2.0, decay_input=True, detach_reset=False,
+                        surrogate=name, sg_alpha=alpha, sg_a=a, sg_b=b)
+    return dataclasses.replace(base, **changes)
+
+
+def forward_args(x_seq, v_init=None, k=None, v_init_value=0.0, store_v_seq=False, save_h=False, **params):
+    """The arguments of a neuron forward op call, by name."""
+    return NEURON_FORWARD.pack(neuron_params(**params), x_seq=x_seq, v_init=v_init, k=k, v_init_value=v_init_value,
+                               store_v_seq=store_v_seq, save_h=save_h)
+
+
+def backward_args(grad_spike_seq, grad_v_last, grad_v_seq, h_seq, v_init=None, k=None, v_init_value=0.0, **params):
+    """The arguments of a neuron backward op call, by name."""
+    return NEURON_BACKWARD.pack(neuron_params(**params), grad_spike_seq=grad_spike_seq, grad_v_last=grad_v_last,
+                                grad_v_seq=grad_v_seq, h_seq=h_seq, v_init=v_init, k=k, v_init_value=v_init_value)
+
+
 def skip_unless_available(backend, device_type):
     from fastspike import backends
-    reason = backends._unavailable_reason(backend, device_type)
+    reason = backends.unavailable_reason(backend, device_type)
     return pytest.mark.skipif(reason is not None, reason=f"{backend} on {device_type}: {reason}")
 
 
@@ -282,12 +305,35 @@ class CpuKernelChecks:
         k = torch.tensor(0.4)
         for kind, v_init, kk in (("lif", None, None), ("plif", torch.rand(2, 5), k), ("if", torch.rand(2, 5), None)):
             for save_h in (False, True):
-                args = (x.clone().requires_grad_(save_h), v_init, 0.1, kk, kind, 1.0, 0.0, 2.0, True, False, "atan",
-                        2.0, True, save_h)
-                torch.library.opcheck(forward, args)
-            bargs = (torch.randn(3, 2, 5), torch.randn(2, 5), torch.randn(3, 2, 5), torch.randn(3, 2, 5), v_init, 0.1,
-                     kk, kind, 1.0, None, 2.0, False, True, "sigmoid", 4.0)
-            torch.library.opcheck(backward, bargs)
+                torch.library.opcheck(forward, forward_args(x.clone().requires_grad_(save_h), v_init, kk, 0.1,
+                                                            store_v_seq=True, save_h=save_h, kind=kind))
+            torch.library.opcheck(backward, backward_args(
+                torch.randn(3, 2, 5), torch.randn(2, 5), torch.randn(3, 2, 5), torch.randn(3, 2, 5), v_init, kk, 0.1,
+                kind=kind, v_reset=None, decay_input=False, detach_reset=True, surrogate="sigmoid"))
+
+    def test_direct_op_call_checks_inputs(self):
+        op = getattr(torch.ops.fastspike, self.forward_op).default
+        x = torch.randn(4, 3, 6)
+        with pytest.raises(RuntimeError, match="dense with the time dimension outermost"):
+            op(*forward_args(x[:, :, ::2]))
+        with pytest.raises(RuntimeError, match="unknown surrogate"):
+            op(*forward_args(x, surrogate="relu"))
+        with pytest.raises(RuntimeError, match="unknown neuron kind"):
+            op(*forward_args(x, kind="alif"))
+        with pytest.raises(RuntimeError, match="PLIF needs k"):
+            op(*forward_args(x, kind="plif"))
+        with pytest.raises(RuntimeError, match="Half|float16"):
+            op(*forward_args(x, torch.zeros(3, 6, dtype=torch.float16)))
+        with pytest.raises(RuntimeError, match="same memory order"):
+            op(*forward_args(x, torch.zeros(6, 3).t()))
+        with pytest.raises(RuntimeError, match="save_h=True"):
+            getattr(torch.ops.fastspike, self.backward_op).default(*backward_args(x, x[0], None, torch.empty(0)))
+
+    def test_inference_forward_writes_spikes_only(self):
+        op = getattr(torch.ops.fastspike, self.forward_op).default
+        x = torch.randn(3, 2, 5)
+        spikes, v_last, v_seq, h_seq = op(*forward_args(x))
+        assert v_seq.numel() == 0 and h_seq.numel() == 0 and spikes.shape == x.shape and v_last.shape == x[0].shape
 
 
 class CudaKernelChecks:

@@ -140,7 +140,7 @@ def test_auto_falls_back_to_torch_and_says_why_when_native_is_missing(caplog, mo
 
 
 def test_explicit_unavailable_backend_raises_with_a_remedy():
-    unavailable = [b for b in ("triton", "native") if backends._unavailable_reason(b, "cpu") is not None]
+    unavailable = [b for b in ("triton", "native") if backends.unavailable_reason(b, "cpu") is not None]
     if not unavailable:
         pytest.skip("every backend runs on CPU here")
     for name in unavailable:

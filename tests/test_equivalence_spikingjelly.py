@@ -19,7 +19,7 @@ SHAPES = [(5, 3, 7), (3, 2, 3, 5)]
 BACKEND = "torch"
 
 
-@pytest.fixture(autouse=True, params=[b for b in ("torch", "native") if backends._unavailable_reason(b, "cpu") is None])
+@pytest.fixture(autouse=True, params=[b for b in ("torch", "native") if backends.unavailable_reason(b, "cpu") is None])
 def backend(request, monkeypatch):
     """The fastspike backend the neurons of this module are built with."""
     monkeypatch.setattr(sys.modules[__name__], "BACKEND", request.param)

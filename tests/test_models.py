@@ -3,7 +3,10 @@ import pytest
 import torch
 from torch import nn
 
+import fastspike.snntorch as fs_snntorch
 from fastspike import functional, layer, models, neuron
+
+NEURONS = (neuron.BaseNode, fs_snntorch.SpikingNeuron)
 
 IMAGE, FRAMES = (1, 28, 28), (2, 16, 16)
 
@@ -29,9 +32,12 @@ def test_forward_backward_shapes(name):
     net = _build(name)
     out = net(_input(name))
     spiking = models.MODELS[name].spiking
-    assert out.shape == ((3, 4, 10) if spiking else (4, 10))
-    if spiking:
+    if isinstance(out, models.Readout):
+        assert out.mem.shape == out.spikes.shape and out.mem.dtype == torch.float32
+        out = out.spikes + out.mem
+    elif spiking:
         assert set(out.unique().tolist()) <= {0.0, 1.0}
+    assert out.shape == ((3, 4, 10) if spiking else (4, 10))
     (out * torch.randn(out.shape, generator=torch.Generator().manual_seed(1))).sum().backward()
     functional.reset_net(net)
     grads = [p.grad for p in net.parameters()]
@@ -39,15 +45,16 @@ def test_forward_backward_shapes(name):
     # The first layer's gradient crosses every neuron layer (through the surrogates), so it must not vanish.
     assert grads[0].abs().sum() > 0
     assert all(isinstance(m.v, float) for m in net.modules() if isinstance(m, neuron.BaseNode))
+    assert all(m.mem.numel() == 0 for m in net.modules() if isinstance(m, fs_snntorch.SpikingNeuron))
 
 
-@pytest.mark.parametrize("snn, twin", [("csnn", "cnn"), ("snntorch-csnn", "snntorch-cnn"), ("dvs-csnn", "dvs-cnn")])
+@pytest.mark.parametrize("snn, twin", [(n, m.twin) for n, m in models.MODELS.items() if m.twin])
 def test_twins_have_the_same_layers(snn, twin):
     a, b = _build(snn), _build(twin)
-    assert [p.shape for p in a.parameters()] == [p.shape for p in b.parameters()]
-    assert not any(isinstance(m, neuron.BaseNode) for m in b.modules())
-    assert sum(isinstance(m, nn.ReLU) for m in b.modules()) == sum(isinstance(m, neuron.BaseNode)
-                                                                  for m in a.modules()) - 1
+    learnable = [p.shape for n, p in a.named_parameters() if not n.endswith(("beta", "threshold", "factor"))]
+    assert learnable == [p.shape for p in b.parameters()]
+    assert not any(isinstance(m, NEURONS) for m in b.modules())
+    assert sum(isinstance(m, nn.ReLU) for m in b.modules()) == sum(isinstance(m, NEURONS) for m in a.modules()) - 1
 
 
 def test_seed_topologies():
@@ -57,10 +64,9 @@ def test_seed_topologies():
     assert all(isinstance(m, neuron.IFNode) for m in c.modules() if isinstance(m, neuron.BaseNode))
     s = models.snntorch_csnn()
     assert s.T == 50 and [m.in_features for m in s.modules() if isinstance(m, layer.Linear)] == [1024]
-    lif = [m for m in s.modules() if isinstance(m, neuron.LIFNode)]
-    # snnTorch's Leaky: subtractive reset without gradient through it (snnTorch detaches the reset spike).
-    assert len(lif) == 3 and all(m.tau == 2.0 and m.v_reset is None and not m.decay_input and m.detach_reset
-                                 for m in lif)
+    lif = [m for m in s.modules() if isinstance(m, fs_snntorch.Leaky)]
+    assert len(lif) == 3 and all(m.beta.item() == 0.5 and m.spike_grad == fs_snntorch.surrogate.fast_sigmoid(25)
+                                 and m.reset_mechanism == "subtract" for m in lif)
     assert models.MODELS["snntorch-csnn"].loss == "ce-step"  # snnTorch's ce_rate_loss
     f = models.fc_snn()
     assert f.T == 100 and f.encoder == "poisson"
@@ -68,8 +74,10 @@ def test_seed_topologies():
     p = models.mlp_snn()
     assert [(m.in_features, m.out_features) for m in p.modules() if isinstance(m, layer.Linear)] == \
         [(784, 1000), (1000, 10)]
-    p_lif = [m for m in p.modules() if isinstance(m, neuron.LIFNode)]
-    assert len(p_lif) == 2 and all(abs(m.tau - 20.0) < 1e-9 and m.detach_reset for m in p_lif)
+    p_lif = [m for m in p.modules() if isinstance(m, fs_snntorch.Leaky)]
+    assert len(p_lif) == 2 and all(m.beta.item() == torch.tensor(0.95).item() and m.spike_grad ==
+                                   fs_snntorch.surrogate.atan() for m in p_lif)
+    assert models.MODELS["mlp-snn"].loss == "ce-mem" and models.MODELS["mlp-snn"].twin == "mlp"
     assert not any(m.detach_reset for m in c.modules() if isinstance(m, neuron.BaseNode))  # SpikingJelly's default
     d = models.dvs_csnn(channels=8, frame_size=128)
     assert sum(isinstance(m, layer.Conv2d) for m in d.modules()) == 5  # 128 -> 4

@@ -60,18 +60,6 @@ def test_fp64_stored_state_widens_fp32_input():
     assert spikes.dtype == torch.float32 and v_last.dtype == torch.float64
 
 
-def test_direct_op_call_checks_layout():
-    if native.unavailable_reason("cpu") is not None:
-        pytest.skip("extension not built")
-    x = torch.randn(4, 3, 6)[:, :, ::2]
-    with pytest.raises(RuntimeError, match="dense with the time dimension outermost"):
-        torch.ops.fastspike.neuron_forward(x, None, 0.0, None, "lif", 1.0, 0.0, 2.0, True, False, "atan", 2.0,
-                                           False, False)
-    with pytest.raises(RuntimeError, match="unknown surrogate"):
-        torch.ops.fastspike.neuron_forward(x.contiguous(), None, 0.0, None, "lif", 1.0, 0.0, 2.0, True, False,
-                                           "relu", 2.0, False, False)
-
-
 def test_stale_build_is_reported(monkeypatch, fresh_backend_cache):
     if native.unavailable_reason("cpu") is not None:
         pytest.skip("extension not built")

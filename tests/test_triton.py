@@ -15,9 +15,10 @@ import torch
 
 import fastspike
 from fastspike import backends, functional, neuron, surrogate, triton_kernels
+from fastspike._contract import NEURON_BACKWARD, NEURON_FORWARD
 from helpers import assert_bitwise_equal
 from kernel_checks import (DTYPES, CpuKernelChecks, CudaKernelChecks, assert_matches_reference, case_id,
-                           grid, inputs, run)
+                           forward_args, grid, inputs, run)
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 CASES = grid()
@@ -46,7 +47,7 @@ def test_interpreter_suite():
 def test_cpu_without_interpreter_is_unavailable_with_a_remedy(fresh_backend_cache):
     if INTERPRET:
         pytest.skip("the interpreter is on in this process")
-    reason = backends._unavailable_reason("triton", "cpu")
+    reason = backends.unavailable_reason("triton", "cpu")
     assert reason is not None and "TRITON_INTERPRET=1" in reason
     with pytest.raises(fastspike.BackendUnavailableError, match="TRITON_INTERPRET=1"):
         functional.lif_multistep(torch.randn(2, 3), backend="triton")
@@ -55,15 +56,9 @@ def test_cpu_without_interpreter_is_unavailable_with_a_remedy(fresh_backend_cach
 def test_op_schemas_are_the_contract():
     if triton_kernels._load()[1] is not None:
         pytest.skip(triton_kernels._load()[1])
-    params = ("float v_threshold, float? v_reset, float tau, bool decay_input, bool detach_reset, str surrogate, "
-              "float alpha")
-    assert str(torch.ops.fastspike.triton_neuron_forward.default._schema) == (
-        "fastspike::triton_neuron_forward(Tensor x_seq, Tensor? v_init, float v_init_value, Tensor? k, str kind, "
-        f"{params}, bool store_v_seq, bool save_h) -> (Tensor, Tensor, Tensor, Tensor)")
-    assert str(torch.ops.fastspike.triton_neuron_backward.default._schema) == (
-        "fastspike::triton_neuron_backward(Tensor grad_spike_seq, Tensor grad_v_last, Tensor? grad_v_seq, "
-        f"Tensor h_seq, Tensor? v_init, float v_init_value, Tensor? k, str kind, {params}) "
-        "-> (Tensor, Tensor, Tensor)")
+    for sig in (NEURON_FORWARD, NEURON_BACKWARD):
+        schema = getattr(torch.ops.fastspike, f"triton_{sig.name}").default._schema
+        assert str(schema) == f"fastspike::triton_{sig.name}{sig.schema}"
 
 
 def test_importing_fastspike_does_not_import_triton():
@@ -93,38 +88,7 @@ def test_interpreter_float64_runs_on_the_reference():
     spikes, v_last = functional.lif_multistep(x, v64, backend="triton")
     assert spikes.dtype == torch.float32 and v_last.dtype == torch.float64
     with pytest.raises(RuntimeError, match="float16, bfloat16 or float32 x_seq"):
-        torch.ops.fastspike.triton_neuron_forward(x.double(), None, 0.0, None, "lif", 1.0, 0.0, 2.0, True, False,
-                                                  "atan", 2.0, False, False)
-
-
-@interpreted
-def test_interpreter_inference_forward_writes_spikes_only():
-    x = torch.randn(3, 2, 5)
-    spikes, v_last, v_seq, h_seq = torch.ops.fastspike.triton_neuron_forward(
-        x, None, 0.0, None, "lif", 1.0, 0.0, 2.0, True, False, "atan", 2.0, False, False)
-    assert v_seq.numel() == 0 and h_seq.numel() == 0 and spikes.shape == x.shape and v_last.shape == x[0].shape
-
-
-@interpreted
-def test_interpreter_direct_op_call_checks_inputs():
-    op = torch.ops.fastspike.triton_neuron_forward
-    x = torch.randn(4, 3, 6)
-    common = (0.0, 2.0, True, False)
-    with pytest.raises(RuntimeError, match="dense with the time dimension outermost"):
-        op(x[:, :, ::2], None, 0.0, None, "lif", 1.0, *common, "atan", 2.0, False, False)
-    with pytest.raises(RuntimeError, match="unknown surrogate"):
-        op(x, None, 0.0, None, "lif", 1.0, *common, "relu", 2.0, False, False)
-    with pytest.raises(RuntimeError, match="unknown neuron kind"):
-        op(x, None, 0.0, None, "alif", 1.0, *common, "atan", 2.0, False, False)
-    with pytest.raises(RuntimeError, match="PLIF needs k"):
-        op(x, None, 0.0, None, "plif", 1.0, *common, "atan", 2.0, False, False)
-    with pytest.raises(RuntimeError, match="v_init is torch.float16"):
-        op(x, torch.zeros(3, 6, dtype=torch.float16), 0.0, None, "lif", 1.0, *common, "atan", 2.0, False, False)
-    with pytest.raises(RuntimeError, match="same memory order"):
-        op(x, torch.zeros(6, 3).t(), 0.0, None, "lif", 1.0, *common, "atan", 2.0, False, False)
-    with pytest.raises(RuntimeError, match="save_h=True"):
-        torch.ops.fastspike.triton_neuron_backward(x, x[0], None, torch.empty(0), None, 0.0, None, "lif", 1.0, 0.0,
-                                                   2.0, True, False, "atan", 2.0)
+        torch.ops.fastspike.triton_neuron_forward(*forward_args(x.double()))
 
 
 def _cuda_inputs_match(case, shape, dtype):

@@ -1,10 +1,12 @@
-"""The 'triton' backend: fused Triton kernels (:mod:`.neuron`), installed as ``fastspike.triton_kernels``.
+"""The 'triton' backend: fused Triton kernels, one module per op family (:mod:`.neuron`; shared helpers in
+:mod:`.common`), installed as ``fastspike.triton_kernels``.
 
 Triton ships its own top-level ``triton_kernels`` package, so this folder is mapped under ``fastspike``
 (pyproject.toml, ``[tool.setuptools.package-dir]``) rather than installed at the top level.
 
 Importing this package does not import Triton: :func:`unavailable_reason` loads the kernels on first use
-(once per process) and registers the autograd formula of ``fastspike::triton_neuron_forward``. The kernels
+(once per process), which defines the ops ``fastspike::triton_<family>_forward/_backward`` with their
+autograd formulas. The kernels
 run on CUDA tensors, and on CPU tensors only in Triton's interpreter (``TRITON_INTERPRET=1`` in the
 environment before the kernels are loaded; slow, for tests). Computations whose state is float64 (fp64
 inputs, or a fp64 stored state) run on the reference backend: the kernels keep fp32 state.
@@ -15,8 +17,8 @@ from typing import Optional, Union
 
 import torch
 
-from .. import _ops, reference
-from .._spec import NeuronSpec, state_dtype
+from .. import _leaky_ops, _neuron_ops, reference
+from .._spec import LeakySpec, NeuronSpec, state_dtype
 
 _STATE: Optional[tuple] = None
 
@@ -28,7 +30,7 @@ def _load() -> tuple:
         try:
             # Dynamo runs an import eagerly when it traces one, and the module registers its ops and their
             # autograd at import, so a torch.compile trace may be the first to get here.
-            from . import neuron
+            from . import leaky, neuron
         except ImportError as err:
             _STATE = None, (f"Triton is not installed or failed to import ({err}); install a torch build "
                             f"that ships it (CUDA wheels do) or `pip install triton`")
@@ -54,13 +56,26 @@ def unavailable_reason(device_type: str) -> Optional[str]:
     return f"the Triton kernels run on CUDA tensors (CPU ones under TRITON_INTERPRET=1), not {device_type}"
 
 
-def multistep(spec: NeuronSpec, x_seq: torch.Tensor, v_init: Union[float, torch.Tensor],
-              w: Optional[torch.Tensor], store_v_seq: bool):
-    """The Triton backend's ``multistep`` (see :mod:`fastspike.backends`); call only when available."""
+def neuron_multistep(spec: NeuronSpec, x_seq: torch.Tensor, v_init: Union[float, torch.Tensor],
+                     w: Optional[torch.Tensor], store_v_seq: bool):
+    """The Triton backend's neuron ``multistep`` (see :mod:`fastspike.backends`); call only when available."""
     state = state_dtype(x_seq.dtype)
     if isinstance(v_init, torch.Tensor):
         state = torch.promote_types(state, v_init.dtype)
     if state == torch.float64:
-        return reference.multistep(spec, x_seq, v_init, w, store_v_seq)
-    return _ops.multistep(torch.ops.fastspike.triton_neuron_forward.default,
-                          torch.ops.fastspike.triton_neuron_backward.default, spec, x_seq, v_init, w, store_v_seq)
+        return reference.neuron.multistep(spec, x_seq, v_init, w, store_v_seq)
+    return _neuron_ops.multistep(torch.ops.fastspike.triton_neuron_forward.default,
+                                 torch.ops.fastspike.triton_neuron_backward.default, spec, x_seq, v_init, w,
+                                 store_v_seq)
+
+
+def leaky_multistep(spec: LeakySpec, x_seq: torch.Tensor, syn_init, mem_init, beta, alpha, threshold, gsf,
+                    state: torch.dtype, store_seq: bool):
+    """The Triton backend's leaky ``multistep`` (see :func:`fastspike.reference.leaky.multistep`); call only
+    when available."""
+    if state == torch.float64:
+        return reference.leaky.multistep(spec, x_seq, syn_init, mem_init, beta, alpha, threshold, gsf, state,
+                                         store_seq)
+    return _leaky_ops.multistep(torch.ops.fastspike.triton_leaky_forward.default,
+                                torch.ops.fastspike.triton_leaky_backward.default, spec, x_seq, syn_init, mem_init,
+                                beta, alpha, threshold, gsf, state, store_seq)

@@ -182,7 +182,7 @@ def static_skip_reason(provider: Provider, location: Location, device: str) -> O
         return "needs a CUDA device"
     if provider.family == "fastspike":
         # Workers inherit this environment (TRITON_INTERPRET included), so the answer here is theirs.
-        return backends._unavailable_reason(provider.variant, device)
+        return backends.unavailable_reason(provider.variant, device)
     return None
 
 

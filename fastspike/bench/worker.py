@@ -74,7 +74,7 @@ def unavailable_reason(provider: Provider, job: Job, device: torch.device) -> Op
     """Why ``provider`` cannot run ``job`` here (found by importing its packages), or None."""
     if provider.family == "fastspike":
         from fastspike import backends
-        return backends._unavailable_reason(provider.variant, device.type)
+        return backends.unavailable_reason(provider.variant, device.type)
     if provider.family == "sj014" and provider.variant == "cupy":
         if device.type != "cuda":
             return "needs a CUDA device"

@@ -31,8 +31,8 @@ from typing import Optional, Union
 
 import torch
 
-from ._spec import NeuronSpec, state_dtype
-from .surrogate import heaviside
+from .._spec import NeuronSpec, state_dtype
+from ..surrogate import heaviside
 
 
 def charge(spec: NeuronSpec, v: torch.Tensor, x: torch.Tensor, k: Optional[torch.Tensor]) -> torch.Tensor:
