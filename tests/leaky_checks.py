@@ -147,17 +147,21 @@ class LeakyChecks:
     """The checks of the module docstring; a test module subclasses this as ``Test...`` with ``backend``."""
 
     backend = ""
-    cases = grid()
+    device = "cpu"
     shapes = SHAPES
+
+    def _pair(self, case, step_shape, seed=0):
+        return tuple(m.to(self.device) for m in make_pair(case, step_shape, self.backend, seed))
 
     def _compare(self, case, shape, run, seed=0, init=False):
         synaptic = case[0] == "synaptic"
-        theirs, ours = make_pair(case, shape[1:], self.backend, seed)
-        x = inputs(shape, seed=seed)
+        theirs, ours = self._pair(case, shape[1:], seed)
+        x = inputs(shape, seed=seed).to(self.device)
         init_states = None
         if init:
             g = torch.Generator().manual_seed(seed + 100)
-            init_states = tuple(torch.rand(shape[1:], generator=g) * 1.5 for _ in range(2 if synaptic else 1))
+            init_states = tuple((torch.rand(shape[1:], generator=g) * 1.5).to(self.device)
+                                for _ in range(2 if synaptic else 1))
         ref_outs, ref_grads = forward_backward(run_snntorch, theirs, x, synaptic, init_states)
         outs, grads = forward_backward(run, ours, x, synaptic, init_states)
         for name, a, e in zip(("spikes", "mem", "syn"), outs, ref_outs):
@@ -165,7 +169,7 @@ class LeakyChecks:
                 assert_bitwise_equal(a, e, f"{self.backend} {name}")
         exact = None
         if any(g is not None and g.numel() == 1 for g in ref_grads.values()):
-            theirs64 = make_pair(case, shape[1:], self.backend, seed)[0].double()
+            theirs64 = self._pair(case, shape[1:], seed)[0].double()
             exact = forward_backward(run_snntorch, theirs64, x.double(), synaptic,
                                      tuple(t.double() for t in init_states) if init_states else None)[1]
         assert_grads_close(grads, ref_grads, exact, f"{self.backend} {case_id(case)}")
@@ -187,8 +191,8 @@ class LeakyChecks:
     def test_state_carries_over_calls(self, case):
         # Two fused calls then two single steps, no reset in between: the module's state carries over.
         synaptic = case[0] == "synaptic"
-        theirs, ours = make_pair(case, (2, 9), self.backend)
-        x = inputs((9, 2, 9), seed=5)
+        theirs, ours = self._pair(case, (2, 9))
+        x = inputs((9, 2, 9), seed=5).to(self.device)
         ref = run_snntorch(theirs, x, synaptic)
         with torch.no_grad():
             parts = [run_fused(ours, x[:4], synaptic), run_fused(ours, x[4:7], synaptic),
@@ -201,8 +205,8 @@ class LeakyChecks:
     @pytest.mark.parametrize("case", grid()[::7], ids=case_id)
     def test_16bit_inputs_compute_in_fp32(self, case, dtype):
         synaptic = case[0] == "synaptic"
-        theirs, ours = make_pair(case, (3, 8), self.backend)
-        x = inputs((5, 3, 8), dtype, seed=6)
+        theirs, ours = self._pair(case, (3, 8))
+        x = inputs((5, 3, 8), dtype, seed=6).to(self.device)
         ref_outs, ref_grads = forward_backward(run_snntorch, theirs, x.float(), synaptic)
         outs, grads = forward_backward(run_fused, ours, x, synaptic)
         for name, a, e in zip(("spikes", "mem", "syn"), outs, ref_outs):
@@ -214,8 +218,8 @@ class LeakyChecks:
 
     def test_last_state_only(self):
         case = ("synaptic", "subtract", True, False, True, SURROGATES[0])
-        _, ours = make_pair(case, (2, 5), self.backend)
-        x = inputs((6, 2, 5), seed=7)
+        _, ours = self._pair(case, (2, 5))
+        x = inputs((6, 2, 5), seed=7).to(self.device)
         spk_all, syn_all, mem_all = ours.sequence(x)
         ours.reset()
         spk, syn, mem = ours.sequence(x, states="last")

@@ -27,6 +27,16 @@ class TestNativeCPU(LeakyChecks):
     backend = "native"
 
 
+@skip_unless_available("native", "cuda")
+class TestNativeCUDA(LeakyChecks):
+    backend, device = "native", "cuda"
+
+
+@skip_unless_available("triton", "cuda")
+class TestTritonCUDA(LeakyChecks):
+    backend, device = "triton", "cuda"
+
+
 def test_default_surrogate_is_atan_2():
     lif = fs.Leaky(beta=0.5)
     assert lif.spike_grad == fs.surrogate.atan(2.0) and lif.reset_mechanism == "subtract" and lif.reset_delay

@@ -19,6 +19,7 @@ from fastspike._contract import NEURON_BACKWARD, NEURON_FORWARD
 from helpers import assert_bitwise_equal
 from kernel_checks import (DTYPES, CpuKernelChecks, CudaKernelChecks, assert_matches_reference, case_id,
                            forward_args, grid, inputs, run)
+from leaky_checks import LeakyChecks
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 CASES = grid()
@@ -69,6 +70,13 @@ def test_importing_fastspike_does_not_import_triton():
 @interpreted
 class TestTritonInterpreted(CpuKernelChecks):
     backend, forward_op, backward_op = "triton", "triton_neuron_forward", "triton_neuron_backward"
+
+
+@interpreted
+class TestTritonLeakyInterpreted(LeakyChecks):
+    # Small shapes: the interpreter runs a program per block of neurons in Python; the last one still
+    # spans three programs of the 128-neuron blocks.
+    backend, shapes = "triton", [(4, 3, 5), (3, 2, 2, 3), (2, 1, 1), (2, 2, 150)]
 
 
 @interpreted

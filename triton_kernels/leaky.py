@@ -27,7 +27,8 @@ _ZERO = tl.constexpr(1)
 @triton.jit
 def _param(ptr, offs, mask, PER_NEURON: tl.constexpr, BLOCK: tl.constexpr):
     if PER_NEURON:
-        p = tl.load(ptr + offs, mask=mask, other=0.0)
+        # 1 in the lanes past N: they divide by the graded spikes factor too.
+        p = tl.load(ptr + offs, mask=mask, other=1.0)
     else:
         p = tl.zeros([BLOCK], tl.float32) + tl.load(ptr)
     return p
