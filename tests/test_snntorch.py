@@ -162,14 +162,6 @@ def test_seed000_csnn_training_step_matches_snntorch():
         torch.testing.assert_close(gb, ga, rtol=0, atol=1e-5 * ga.abs().max().item())
 
 
-def test_kernel_surrogate_names_match_the_table():
-    from fastspike import _contract, native
-    module, reason = native._load()
-    if reason is not None:
-        pytest.skip(reason)
-    assert tuple(module.SURROGATES.split(",")) == _contract.SURROGATES
-
-
 def _op_args(x, **changes):
     step = x[0]
     p = LeakyParams(synaptic=True, reset="subtract", reset_delay=False, surrogate="atan", sg_alpha=2.0,

@@ -47,6 +47,8 @@ def unavailable_reason(device_type: str) -> Optional[str]:
     if device_type == "cuda":
         if torch.version.hip is not None:
             return "the Triton kernels use NVIDIA PTX and libdevice; ROCm GPUs are not supported"
+        if not torch.cuda.is_available():
+            return "no CUDA device is available"
         return None
     if device_type == "cpu":
         if module.INTERPRETED:

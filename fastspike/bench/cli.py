@@ -44,6 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true",
                    help="LIF and IF, hard reset, fp32, small shapes on CPU (the layer shapes on CUDA)")
     p.add_argument("--out", default="bench-results", help="output folder (default ./bench-results)")
+    p.add_argument("--snntorch-family", action="store_true",
+                   help="snnTorch's Leaky at the seed-000 CSNN's layer shapes (B=128, T=50): fastspike.snntorch's "
+                        "fused sequence against snnTorch's per-step loop")
     p.add_argument("--providers", help="comma-separated ids or families (default all but, with --quick on CPU, "
                                        "compile): "
                                        + ", ".join(q.id for q in prov.registry()) + "; fastspike, sj014, sj2, peers")
@@ -73,7 +76,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def build_config(args) -> suite.Config:
     """The grid for ``args``: quick or full, narrowed or replaced by --kinds/--resets/--dtypes/--shapes."""
-    config = suite.quick_config(args.device) if args.quick else suite.full_config()
+    if args.snntorch_family:
+        config = suite.snntorch_config(args.device)
+    else:
+        config = suite.quick_config(args.device) if args.quick else suite.full_config()
     for name, valid in (("kinds", suite.KINDS), ("resets", suite.RESETS), ("dtypes", suite.DTYPES)):
         chosen = _csv_list(getattr(args, name))
         if chosen is not None:
@@ -148,7 +154,7 @@ def run(args) -> int:
             print(f"{p.id:12s} {'skip: ' + reason if reason else 'ready'} ({p.about}; {where}"
                   f"{', ' + loc.version if loc.version else ''})")
         return 0
-    if args.device == "cpu" and not args.quick and not args.shapes:
+    if args.device == "cpu" and not (args.quick or args.shapes or args.snntorch_family):
         print("fastspike bench: the full grid on CPU takes hours; --quick is the CPU set", file=sys.stderr)
     skip = {}
     if args.quick and args.device == "cpu" and args.providers is None:

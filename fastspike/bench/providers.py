@@ -188,6 +188,8 @@ def static_skip_reason(provider: Provider, location: Location, device: str) -> O
 
 def job_skip_reason(provider: Provider, job) -> Optional[str]:
     """Why ``provider`` leaves out this :class:`~.suite.Job` by design (not for lack of a package), or None."""
+    if job.suite == "neuron" and job.kind == "leaky" and provider.family not in ("fastspike", "snntorch"):
+        return "snnTorch's Leaky: measured for fastspike.snntorch and snnTorch only"
     if provider.family == "compile" and job.suite == "neuron":
         if (job.kind, job.reset) != COMPILE_NEURON:
             return "compiled for LIF with hard reset only: each configuration compiles for tens of seconds"

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Sequence, Tuple
 
-KINDS = ("if", "lif", "plif")
+# "leaky" is snnTorch's Leaky (fastspike.snntorch); the others SpikingJelly's neurons.
+KINDS = ("if", "lif", "plif", "leaky")
 RESETS = ("hard", "soft")
 DTYPES = ("fp32", "fp16", "bf16")
 NEURON_MODES = ("forward", "forward+backward")
@@ -33,6 +34,12 @@ QUICK_SHAPES: Dict[str, Tuple[int, ...]] = {
     "CSNN fc": (4, 128, 2048),
     "T=100 out": (100, 128, 10),
     "T=100 hidden /4": (100, 32, 784),
+}
+# snnTorch's Leaky at the seed-000 CSNN's three neuron layers (its convolutional tutorial: B = 128, T = 50).
+SNNTORCH_SHAPES: Dict[str, Tuple[int, ...]] = {
+    "snnTorch CSNN conv1": (50, 128, 12, 12, 12),
+    "snnTorch CSNN conv2": (50, 128, 64, 4, 4),
+    "snnTorch CSNN fc": (50, 128, 10),
 }
 # Shapes [T, N, ...] of one N, ... over T: the time-vs-T plot.
 SWEEP_LABEL = "T sweep"
@@ -98,6 +105,13 @@ def quick_config(device: str) -> Config:
     e2e = (16, 4, 16) if device == "cpu" else (128, 4, 128)
     return Config(shapes=shapes, kinds=("lif", "if"), resets=("hard",), dtypes=("fp32",),
                   t_sweep=QUICK_T_SWEEP if device == "cpu" else FULL_T_SWEEP, e2e=e2e,
+                  timing={"budget_s": 1.0, "repeats": 30} if device == "cpu" else {"rep_ms": 50})
+
+
+def snntorch_config(device: str) -> Config:
+    """The snnTorch family: Leaky (reset by subtraction, fp32) at the seed-000 CSNN's layer shapes,
+    fastspike's fused ``sequence`` against snnTorch's per-step loop."""
+    return Config(shapes=dict(SNNTORCH_SHAPES), kinds=("leaky",), resets=("soft",), dtypes=("fp32",),
                   timing={"budget_s": 1.0, "repeats": 30} if device == "cpu" else {"rep_ms": 50})
 
 

@@ -9,7 +9,8 @@ crash of the whole process into error rows for the unit in progress and restarts
 
 Neurons are built with threshold 1, ``v_reset`` 0 (hard) or None (soft), the ATan surrogate (alpha 2),
 ``tau`` 2 (LIF) or ``init_tau`` 2 (PLIF), multi-step, in training mode, parameters fp32 whatever the input
-dtype. Inputs are ``x ~ N(0.5, 1.5)`` of the job's shape and dtype, the same for every provider.
+dtype; the 'leaky' kind is snnTorch's Leaky (beta 0.5, reset to zero or by subtraction), run by
+``fastspike.snntorch.Leaky.sequence`` and by snnTorch's own per-step loop. Inputs are ``x ~ N(0.5, 1.5)`` of the job's shape and dtype, the same for every provider.
 """
 from __future__ import annotations
 
@@ -135,6 +136,11 @@ def build_neuron(provider: Provider, kind: str, reset: str, device: torch.device
     """``(forward(x) -> spikes, reset(), trainable parameters)`` of ``provider``'s neuron layer."""
     hard = reset == "hard"
     family = provider.family
+    if kind == "leaky" and family == "fastspike":
+        import fastspike.snntorch as fs
+        leaky = fs.Leaky(beta=1.0 - 1.0 / TAU, threshold=V_THRESHOLD, spike_grad=fs.surrogate.atan(ATAN_ALPHA),
+                         reset_mechanism="zero" if hard else "subtract", backend=provider.variant).to(device)
+        return (lambda x: leaky.sequence(x, states="last")[0]), leaky.reset, []
     if family in ("fastspike", "sj014", "sj2"):
         neuron, surrogate, _, _ = _library(family)
         cls = {"if": neuron.IFNode, "lif": neuron.LIFNode, "plif": neuron.ParametricLIFNode}[kind]
