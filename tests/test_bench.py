@@ -194,6 +194,37 @@ def test_crashing_worker_costs_only_the_unit_in_progress(tmp_path):
     assert [r["status"] for r in rows] == ["error"] * 4 and "torch_but_fake" in rows[0]["reason"]
 
 
+_SLOW_WORKER = """
+import json, sys, time
+request = json.load(sys.stdin)
+u = request["units"][0]
+print("@@START 0", flush=True)
+row = {"suite": u["job"]["suite"], "provider": u["provider"]["id"], "family": u["provider"]["family"],
+       "kind": u["job"]["kind"], "reset": u["job"]["reset"], "dtype": u["job"]["dtype"],
+       "shape": "x".join(map(str, u["job"]["shape"])), "label": "", "mode": "forward", "status": "ok", "ms": 1.0}
+print("@@ROW " + json.dumps(row), flush=True)
+time.sleep(60)
+"""
+
+
+def test_time_limit_kills_the_worker_and_skips_what_is_left(tmp_path):
+    units = [runner.Unit(provider("fs-torch"), Job("neuron", k, "hard", "fp32", (2, 3))) for k in ("lif", "if")]
+    progress = runner.Progress(4, quiet=True)
+    start = time.monotonic()
+    rows = runner.run_group((None, ()), units, {"device": "cpu"}, str(tmp_path / "w.log"), progress,
+                            [sys.executable, "-c", _SLOW_WORKER], runner.Deadline.after(1.5))
+    assert time.monotonic() - start < 30
+    reason = "not measured: the run's time limit (1.5 s) was reached"
+    assert [(r["kind"], r["mode"], r["status"], r.get("reason")) for r in rows] == [
+        ("lif", "forward", "ok", None), ("lif", "forward+backward", "skipped", reason),
+        ("if", "forward", "skipped", reason), ("if", "forward+backward", "skipped", reason)]
+    assert progress.done == 4
+    # A group that starts after the deadline starts no worker.
+    late = runner.run_group((None, ()), units, {"device": "cpu"}, str(tmp_path / "x.log"),
+                            runner.Progress(4, quiet=True), ["false"], runner.Deadline.after(0))
+    assert [r["status"] for r in late] == ["skipped"] * 4 and not (tmp_path / "x.log").exists()
+
+
 # ----------------------------------------------------------------------------------------- report
 def test_roofline_arithmetic():
     assert report.ideal_bytes(1000, "fp32", "forward") == 8000

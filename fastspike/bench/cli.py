@@ -62,6 +62,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="CPU threads per worker (default: torch's default)")
     p.add_argument("--rep-ms", type=float, help="CUDA: do_bench's rep window per measurement (default 100)")
     p.add_argument("--budget-s", type=float, help="CPU: seconds of timed calls per measurement (default 2)")
+    p.add_argument("--time-limit-s", type=float, help="stop measuring after this many seconds: what is left gets "
+                                                      "'skipped' rows, and the results are written as usual")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--no-progress", action="store_true", help="a line per unit instead of a progress bar")
     p.add_argument("--list-providers", action="store_true", help="print every provider's status and exit")
@@ -155,7 +157,7 @@ def run(args) -> int:
         skip["compile"] = _QUICK_COMPILE_SKIP
     jobs = suite.jobs(config)
     rows = runner.run(chosen, jobs, locations, args.device, os.path.join(args.out, "logs"), threads=args.threads,
-                      timing=config.timing, skip=skip, progress=not args.no_progress)
+                      timing=config.timing, skip=skip, progress=not args.no_progress, time_limit_s=args.time_limit_s)
     command = _command()
     for row in rows:
         row["command"] = command
