@@ -225,6 +225,17 @@ def test_time_limit_kills_the_worker_and_skips_what_is_left(tmp_path):
     assert [r["status"] for r in late] == ["skipped"] * 4 and not (tmp_path / "x.log").exists()
 
 
+def test_commit_outside_a_checkout_comes_from_the_environment(monkeypatch):
+    def no_git(*args, **kwargs):
+        raise runner.subprocess.CalledProcessError(128, args[0])
+
+    monkeypatch.setattr(runner.subprocess, "run", no_git)
+    monkeypatch.delenv("FASTSPIKE_COMMIT", raising=False)
+    assert runner.commit() == "unknown"
+    monkeypatch.setenv("FASTSPIKE_COMMIT", "abc1234")
+    assert runner.commit() == "abc1234"
+
+
 # ----------------------------------------------------------------------------------------- report
 def test_roofline_arithmetic():
     assert report.ideal_bytes(1000, "fp32", "forward") == 8000

@@ -213,8 +213,8 @@ def _group_name(key) -> str:
 
 
 def commit() -> str:
-    """Short commit of the fastspike source tree, '+dirty' when it has uncommitted changes; 'unknown'
-    outside a git checkout."""
+    """Short commit of the fastspike source tree, '+dirty' when it has uncommitted changes; outside a git
+    checkout (a copy of the tree sent to a GPU machine) $FASTSPIKE_COMMIT, else 'unknown'."""
     src = os.path.dirname(os.path.dirname(os.path.abspath(fastspike.__file__)))
     try:
         head = subprocess.run(["git", "-C", src, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -222,7 +222,7 @@ def commit() -> str:
         dirty = subprocess.run(["git", "-C", src, "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True, check=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return os.environ.get("FASTSPIKE_COMMIT") or "unknown"
     return head + ("+dirty" if dirty else "")
 
 
