@@ -1,5 +1,12 @@
-"""Assertions shared by the test modules."""
+"""Assertions and marks shared by the test modules."""
+import pytest
 import torch
+
+
+def gpu_test(skip_mark):
+    """A decorator applying ``skip_mark`` (the test's reason not to run here) and the ``cuda`` marker, which
+    ``pytest -m cuda`` selects (benchmarks/gpu_check.sh): every test that needs a GPU carries it."""
+    return lambda test: pytest.mark.cuda(skip_mark(test))
 
 
 def assert_bitwise_equal(actual: torch.Tensor, expected: torch.Tensor, what: str = "") -> None:
