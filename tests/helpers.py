@@ -32,4 +32,4 @@ def assert_grad_close(actual: torch.Tensor, expected: torch.Tensor, rtol: float 
 def weights_like(t: torch.Tensor, seed: int) -> torch.Tensor:
     """Fixed pseudo-random loss weights so every output element gets a distinct gradient."""
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(t.shape, generator=g, dtype=torch.float64).to(t.dtype)
+    return torch.randn(t.shape, generator=g, dtype=torch.float64).to(device=t.device, dtype=t.dtype)
