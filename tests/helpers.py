@@ -1,5 +1,12 @@
-"""Assertions shared by the test modules."""
+"""Assertions and marks shared by the test modules."""
+import pytest
 import torch
+
+
+def gpu_test(skip_mark):
+    """A decorator applying ``skip_mark`` (the test's reason not to run here) and the ``cuda`` marker, which
+    ``pytest -m cuda`` selects (benchmarks/gpu_check.sh): every test that needs a GPU carries it."""
+    return lambda test: pytest.mark.cuda(skip_mark(test))
 
 
 def assert_bitwise_equal(actual: torch.Tensor, expected: torch.Tensor, what: str = "") -> None:
@@ -25,4 +32,4 @@ def assert_grad_close(actual: torch.Tensor, expected: torch.Tensor, rtol: float 
 def weights_like(t: torch.Tensor, seed: int) -> torch.Tensor:
     """Fixed pseudo-random loss weights so every output element gets a distinct gradient."""
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(t.shape, generator=g, dtype=torch.float64).to(t.dtype)
+    return torch.randn(t.shape, generator=g, dtype=torch.float64).to(device=t.device, dtype=t.dtype)

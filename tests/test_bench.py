@@ -48,6 +48,44 @@ def test_full_config_covers_the_issue_grid():
     assert [j.shape for j in jobs if j.suite == "e2e"] == [(4, 128, 1, 28, 28)] * 2
 
 
+def test_acceptance_config_is_the_issue_grid():
+    jobs = suite.jobs(suite.acceptance_config("cuda"))
+    neuron = [j for j in jobs if j.suite == "neuron"]
+    shapes = [(4, 128, 128, 28, 28), (8, 32, 128, 32, 32), (64, 64, 4096), (100, 128, 10)]
+    assert {(j.kind, j.reset, j.dtype, j.shape) for j in neuron} == (
+        {(k, "hard", "fp32", s) for k in ("lif", "if") for s in shapes}
+        | {(k, "hard", "bf16", shapes[0]) for k in ("lif", "if")})
+    assert len(neuron) == 10 and len(set(jobs)) == len(jobs)
+    assert {(j.shape, j.dtype) for j in jobs if j.suite == "copy"} == {(j.shape, j.dtype) for j in neuron}
+    assert not [j for j in jobs if j.suite == "e2e"]
+    tiny = [j for j in suite.jobs(suite.acceptance_config("cpu")) if j.suite == "neuron"]
+    assert len(tiny) == 10 and max(math.prod(j.shape) for j in tiny) <= 2 ** 14
+    assert [j.shape[0] for j in tiny[:4]] == [s[0] for s in shapes]  # the same T as on the GPU
+
+
+def _args(*argv):
+    parser = cli.argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_acceptance_grid_narrowed_from_the_command_line():
+    only_fp32 = cli.build_config(_args("--device", "cuda", "--grid", "acceptance", "--dtypes", "fp32"))
+    assert {j.dtype for j in suite.jobs(only_fp32)} == {"fp32"}
+    replaced = cli.build_config(_args("--device", "cuda", "--grid", "acceptance", "--shapes", "3,7"))
+    assert {j.shape for j in suite.jobs(replaced)} == {(3, 7)}
+    assert cli.build_config(_args("--device", "cpu", "--quick")).shapes == suite.QUICK_SHAPES
+
+
+def test_acceptance_providers(capsys):
+    assert suite.acceptance_providers("cuda") == ("copy", "fs-native", "fs-triton", "sj2-triton", "sj014-cupy",
+                                                   "compile")
+    assert cli.main(["--device", "cpu", "--grid", "acceptance", "--list-providers"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert listed == [p.id for p in providers.registry() if p.id in suite.acceptance_providers("cpu")]
+    assert {"sj014-torch", "sj2-auto"} <= set(listed)
+
+
 def test_parse_shape():
     assert suite.parse_shape("4,128,2048") == (4, 128, 2048) == suite.parse_shape("4x128x2048")
     for bad in ("4", "4,0", "a,b", ""):
@@ -194,6 +232,48 @@ def test_crashing_worker_costs_only_the_unit_in_progress(tmp_path):
     rows = runner.run_group((None, ()), units, {"device": "cpu", "die_at_start": True}, str(tmp_path / "x.log"),
                             runner.Progress(4, quiet=True), [sys.executable, "-c", _CRASHING_WORKER])
     assert [r["status"] for r in rows] == ["error"] * 4 and "torch_but_fake" in rows[0]["reason"]
+
+
+_SLOW_WORKER = """
+import json, sys, time
+request = json.load(sys.stdin)
+u = request["units"][0]
+print("@@START 0", flush=True)
+row = {"suite": u["job"]["suite"], "provider": u["provider"]["id"], "family": u["provider"]["family"],
+       "kind": u["job"]["kind"], "reset": u["job"]["reset"], "dtype": u["job"]["dtype"],
+       "shape": "x".join(map(str, u["job"]["shape"])), "label": "", "mode": "forward", "status": "ok", "ms": 1.0}
+print("@@ROW " + json.dumps(row), flush=True)
+time.sleep(60)
+"""
+
+
+def test_time_limit_kills_the_worker_and_skips_what_is_left(tmp_path):
+    units = [runner.Unit(provider("fs-torch"), Job("neuron", k, "hard", "fp32", (2, 3))) for k in ("lif", "if")]
+    progress = runner.Progress(4, quiet=True)
+    start = time.monotonic()
+    rows = runner.run_group((None, ()), units, {"device": "cpu"}, str(tmp_path / "w.log"), progress,
+                            [sys.executable, "-c", _SLOW_WORKER], runner.Deadline.after(1.5))
+    assert time.monotonic() - start < 30
+    reason = "not measured: the run's time limit (1.5 s) was reached"
+    assert [(r["kind"], r["mode"], r["status"], r.get("reason")) for r in rows] == [
+        ("lif", "forward", "ok", None), ("lif", "forward+backward", "skipped", reason),
+        ("if", "forward", "skipped", reason), ("if", "forward+backward", "skipped", reason)]
+    assert progress.done == 4
+    # A group that starts after the deadline starts no worker.
+    late = runner.run_group((None, ()), units, {"device": "cpu"}, str(tmp_path / "x.log"),
+                            runner.Progress(4, quiet=True), ["false"], runner.Deadline.after(0))
+    assert [r["status"] for r in late] == ["skipped"] * 4 and not (tmp_path / "x.log").exists()
+
+
+def test_commit_outside_a_checkout_comes_from_the_environment(monkeypatch):
+    def no_git(*args, **kwargs):
+        raise runner.subprocess.CalledProcessError(128, args[0])
+
+    monkeypatch.setattr(runner.subprocess, "run", no_git)
+    monkeypatch.delenv("FASTSPIKE_COMMIT", raising=False)
+    assert runner.commit() == "unknown"
+    monkeypatch.setenv("FASTSPIKE_COMMIT", "abc1234")
+    assert runner.commit() == "abc1234"
 
 
 # ----------------------------------------------------------------------------------------- report

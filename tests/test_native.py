@@ -11,9 +11,10 @@ import torch
 from fastspike import backends, functional, native, surrogate
 from kernel_checks import (DTYPES, CpuKernelChecks, CudaKernelChecks, assert_matches_reference, case_id,
                            grid, inputs, run, skip_unless_available)
+from helpers import gpu_test
 
 cpu_only = skip_unless_available("native", "cpu")
-cuda_only = skip_unless_available("native", "cuda")
+cuda_only = gpu_test(skip_unless_available("native", "cuda"))
 CASES = grid()
 
 

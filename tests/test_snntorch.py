@@ -9,7 +9,7 @@ import fastspike
 import fastspike.snntorch as fs
 from fastspike import backends, functional
 from fastspike._contract import LEAKY_BACKWARD, LEAKY_FORWARD, LeakyParams
-from helpers import assert_bitwise_equal
+from helpers import assert_bitwise_equal, gpu_test
 from kernel_checks import skip_unless_available
 from leaky_checks import SURROGATES, LeakyChecks, inputs, make_pair, run_snntorch
 
@@ -27,12 +27,12 @@ class TestNativeCPU(LeakyChecks):
     backend = "native"
 
 
-@skip_unless_available("native", "cuda")
+@gpu_test(skip_unless_available("native", "cuda"))
 class TestNativeCUDA(LeakyChecks):
     backend, device = "native", "cuda"
 
 
-@skip_unless_available("triton", "cuda")
+@gpu_test(skip_unless_available("triton", "cuda"))
 class TestTritonCUDA(LeakyChecks):
     backend, device = "triton", "cuda"
 

@@ -16,7 +16,7 @@ import torch
 import fastspike
 from fastspike import backends, functional, neuron, surrogate, triton_kernels
 from fastspike._contract import NEURON_BACKWARD, NEURON_FORWARD
-from helpers import assert_bitwise_equal
+from helpers import assert_bitwise_equal, gpu_test
 from kernel_checks import (DTYPES, CpuKernelChecks, CudaKernelChecks, assert_matches_reference, case_id,
                            forward_args, grid, inputs, run)
 from leaky_checks import LeakyChecks
@@ -26,9 +26,9 @@ CASES = grid()
 interpreted = pytest.mark.skipif(
     not INTERPRET or triton_kernels.unavailable_reason("cpu") is not None,
     reason="interpreter tests run in test_interpreter_suite's child process (TRITON_INTERPRET=1)")
-cuda_only = pytest.mark.skipif(
+cuda_only = gpu_test(pytest.mark.skipif(
     INTERPRET or not torch.cuda.is_available() or triton_kernels.unavailable_reason("cuda") is not None,
-    reason="needs a CUDA GPU, Triton, and no TRITON_INTERPRET")
+    reason="needs a CUDA GPU, Triton, and no TRITON_INTERPRET"))
 
 
 def test_interpreter_suite():

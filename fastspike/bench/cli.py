@@ -2,6 +2,7 @@
 
     fastspike bench --device cpu --quick --out DIR      # a few minutes on a CPU-only machine
     fastspike bench --device cuda --out DIR --sj014 /tmp/sj014 --sj200 /tmp/sj200 --snntorch /tmp/snn
+    fastspike bench --device cuda --grid acceptance ... # what benchmarks/gpu_check.sh judges
 
 Writes ``DIR/results.csv`` (one row per measurement), ``DIR/results.md`` (tables), PNG plots and
 ``DIR/logs/`` (the workers' stderr). ``--from-csv`` rebuilds the markdown and plots from a CSV.
@@ -20,10 +21,11 @@ from . import providers as prov
 from . import plots as plotting
 from . import report, runner, suite
 
-# The compiled loop is left out of --quick on CPU unless --providers is given: compiling it once per
-# configuration takes about two minutes there, several times the rest of the quick run.
-_QUICK_COMPILE_SKIP = ("left out of --quick on CPU (compiling the unrolled loop takes tens of seconds per "
-                       "configuration there): pass --providers, e.g. fastspike,peers, to include it")
+GRIDS = ("full", "quick", "acceptance", "snntorch")
+# The compiled loop is left out of --quick and --grid acceptance on CPU unless --providers is given:
+# compiling it once per configuration takes up to two minutes there, several times the rest of the run.
+_CPU_COMPILE_SKIP = ("left out of --quick and --grid acceptance on CPU (compiling the unrolled loop takes tens of "
+                     "seconds per configuration there): pass --providers, e.g. fastspike,peers,compile, to include it")
 
 
 def _csv_list(text: Optional[str]) -> Optional[List[str]]:
@@ -41,14 +43,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu",
                    help="default: cuda when available")
-    p.add_argument("--quick", action="store_true",
-                   help="LIF and IF, hard reset, fp32, small shapes on CPU (the layer shapes on CUDA)")
-    p.add_argument("--out", default="bench-results", help="output folder (default ./bench-results)")
-    p.add_argument("--snntorch-family", action="store_true",
-                   help="snnTorch's Leaky at the seed-000 CSNN's layer shapes (B=128, T=50): fastspike.snntorch's "
+    p.add_argument("--grid", choices=GRIDS, default="full",
+                   help="full: every kind, reset, dtype and shape, a T sweep and the CSNN (default); quick: see "
+                        "--quick; acceptance: the grid and providers benchmarks/gpu_check.sh judges (4 layer "
+                        "shapes, LIF and IF, hard reset, fp32 and bf16 on the first shape; tiny shapes on CPU); snntorch: "
+                        "snnTorch's Leaky at the seed-000 CSNN's layer shapes (B=128, T=50), fastspike.snntorch's "
                         "fused sequence against snnTorch's per-step loop")
+    p.add_argument("--quick", action="store_true",
+                   help="--grid quick: LIF and IF, hard reset, fp32, small shapes on CPU (the layer shapes on CUDA)")
+    p.add_argument("--out", default="bench-results", help="output folder (default ./bench-results)")
     p.add_argument("--providers", help="comma-separated ids or families (default all but, with --quick on CPU, "
-                                       "compile): "
+                                       "compile; with --grid acceptance: "
+                                       + ",".join(suite.ACCEPTANCE_PROVIDERS) + ", on CPU with "
+                                       + ",".join(suite.ACCEPTANCE_CPU_STANDINS) + " and without compile): "
                                        + ", ".join(q.id for q in prov.registry()) + "; fastspike, sj014, sj2, peers")
     p.add_argument("--kinds", help="comma-separated of " + ", ".join(suite.KINDS))
     p.add_argument("--resets", help="comma-separated of " + ", ".join(suite.RESETS))
@@ -65,6 +72,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="CPU threads per worker (default: torch's default)")
     p.add_argument("--rep-ms", type=float, help="CUDA: do_bench's rep window per measurement (default 100)")
     p.add_argument("--budget-s", type=float, help="CPU: seconds of timed calls per measurement (default 2)")
+    p.add_argument("--time-limit-s", type=float, help="stop measuring after this many seconds: what is left gets "
+                                                      "'skipped' rows, and the results are written as usual")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--no-progress", action="store_true", help="a line per unit instead of a progress bar")
     p.add_argument("--list-providers", action="store_true", help="print every provider's status and exit")
@@ -74,12 +83,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                            "instead of writing files")
 
 
+def _grid(args) -> str:
+    return "quick" if args.quick else args.grid
+
+
 def build_config(args) -> suite.Config:
-    """The grid for ``args``: quick or full, narrowed or replaced by --kinds/--resets/--dtypes/--shapes."""
-    if args.snntorch_family:
+    """The grid for ``args`` (--grid, --quick), narrowed or replaced by --kinds/--resets/--dtypes/--shapes."""
+    grid = _grid(args)
+    if grid == "full":
+        config = suite.full_config()
+    elif grid == "quick":
+        config = suite.quick_config(args.device)
+    elif grid == "snntorch":
         config = suite.snntorch_config(args.device)
     else:
-        config = suite.quick_config(args.device) if args.quick else suite.full_config()
+        config = suite.acceptance_config(args.device)
     for name, valid in (("kinds", suite.KINDS), ("resets", suite.RESETS), ("dtypes", suite.DTYPES)):
         chosen = _csv_list(getattr(args, name))
         if chosen is not None:
@@ -87,9 +105,11 @@ def build_config(args) -> suite.Config:
             if bad or not chosen:
                 raise ValueError(f"--{name}: {', '.join(bad) or 'empty'} not in {', '.join(valid)}")
             setattr(config, name, tuple(chosen))
+    config.also = tuple((d, label) for d, label in config.also if args.dtypes is None or d in config.dtypes)
     if args.shapes:
         texts = [s for s in args.shapes.split(";") if s.strip()]
         config.shapes = {f"shape {i + 1}": suite.parse_shape(text) for i, text in enumerate(texts)}
+        config.also = ()
     if args.no_t_sweep:
         config.t_sweep = ()
     if args.no_e2e:
@@ -139,9 +159,14 @@ def run(args) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         print("fastspike bench: --device cuda, but PyTorch sees no CUDA device", file=sys.stderr)
         return 2
+    names = _csv_list(args.providers)
+    if names is None and _grid(args) == "acceptance":
+        names = list(suite.acceptance_providers(args.device))
+    elif names is None and _grid(args) == "snntorch":
+        names = list(suite.SNNTORCH_PROVIDERS)
     try:
         config = build_config(args)
-        chosen = prov.select(_csv_list(args.providers), prov.registry())
+        chosen = prov.select(names, prov.registry())
     except ValueError as err:
         print(f"fastspike bench: {err}", file=sys.stderr)
         return 2
@@ -154,14 +179,14 @@ def run(args) -> int:
             print(f"{p.id:12s} {'skip: ' + reason if reason else 'ready'} ({p.about}; {where}"
                   f"{', ' + loc.version if loc.version else ''})")
         return 0
-    if args.device == "cpu" and not (args.quick or args.shapes or args.snntorch_family):
+    if args.device == "cpu" and _grid(args) == "full" and not args.shapes:
         print("fastspike bench: the full grid on CPU takes hours; --quick is the CPU set", file=sys.stderr)
     skip = {}
-    if args.quick and args.device == "cpu" and args.providers is None:
-        skip["compile"] = _QUICK_COMPILE_SKIP
+    if _grid(args) in ("quick", "acceptance") and args.device == "cpu" and args.providers is None:
+        skip["compile"] = _CPU_COMPILE_SKIP
     jobs = suite.jobs(config)
     rows = runner.run(chosen, jobs, locations, args.device, os.path.join(args.out, "logs"), threads=args.threads,
-                      timing=config.timing, skip=skip, progress=not args.no_progress)
+                      timing=config.timing, skip=skip, progress=not args.no_progress, time_limit_s=args.time_limit_s)
     command = _command()
     for row in rows:
         row["command"] = command
@@ -169,9 +194,12 @@ def run(args) -> int:
     if any(r["family"] == "sj014" and r["status"] == "ok" for r in rows):
         notes.append("SpikingJelly 0.0.0.0.14 workers alias `numpy.int = int` (its cupy backend uses "
                      "numpy.int, which numpy 2 removed)")
-    if args.quick:
+    if _grid(args) == "quick":
         notes.append("--quick: a reduced grid" + (" with scaled-down shapes (`/4`: a quarter of the batch)"
                                                    if args.device == "cpu" else ""))
+    elif _grid(args) == "acceptance":
+        notes.append("--grid acceptance: the grid benchmarks/gpu_check.sh judges" +
+                     (" (tiny shapes: a CPU rehearsal, not a measurement to quote)" if args.device == "cpu" else ""))
     write_outputs(rows, args.out, notes, plots=not args.no_plots)
     bad = sum(r["status"] == "error" for r in rows)
     print(f"{len(rows)} rows ({bad} errors) -> {os.path.join(args.out, 'results.csv')}, results.md")

@@ -3,7 +3,9 @@ stream its rows behind a progress bar, survive worker crashes, and stamp every r
 
 A worker that dies (segfault, CUDA error, out of memory) costs only the unit it was measuring: that unit
 gets 'error' rows quoting the end of the worker's log, and a fresh worker takes the remaining units.
-Workers' stderr goes to ``<out>/logs/<group>.log``.
+With a time limit, the worker measuring when it runs out is killed, and every unit not measured by then
+gets 'skipped' rows saying so: a run always ends with its results written. Workers' stderr goes to
+``<out>/logs/<group>.log``.
 """
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ import os
 import re
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
@@ -26,6 +30,7 @@ from .suite import Job
 from .worker import skip_rows
 
 WORKER_CMD = (sys.executable, "-m", "fastspike.bench.worker")
+TIME_LIMIT_REASON = "not measured: the run's time limit ({:g} s) was reached"
 
 
 @dataclass(frozen=True)
@@ -104,10 +109,40 @@ def _log_tail(path: str, offset: int, lines: int = 3) -> str:
     return tail if len(tail) <= 400 else "..." + tail[-397:]
 
 
+@dataclass(frozen=True)
+class Deadline:
+    """When measuring stops (a ``time.monotonic()`` value), and the limit in seconds for the reason text."""
+
+    at: float
+    limit_s: float
+
+    @classmethod
+    def after(cls, seconds: float) -> "Deadline":
+        return cls(time.monotonic() + seconds, seconds)
+
+    def left(self) -> float:
+        return self.at - time.monotonic()
+
+    @property
+    def reason(self) -> str:
+        return TIME_LIMIT_REASON.format(self.limit_s)
+
+
+def _out_of_time(units: Sequence[Unit], deadline: Deadline, progress: Progress, done_modes: int = 0) -> List[dict]:
+    """'skipped' rows for ``units``, the first of which has its first ``done_modes`` modes measured already."""
+    rows = []
+    for i, unit in enumerate(units):
+        modes = unit.job.modes[done_modes if i == 0 else 0:]
+        rows += [r for r in skip_rows(unit.provider, unit.job, "skipped", deadline.reason) if r["mode"] in modes]
+        progress.update(len(modes))
+    return rows
+
+
 def run_group(key, units: Sequence[Unit], request: dict, log_path: str, progress: Progress,
-              worker_cmd: Sequence[str] = WORKER_CMD) -> List[dict]:
+              worker_cmd: Sequence[str] = WORKER_CMD, deadline: Optional[Deadline] = None) -> List[dict]:
     """Run ``units`` in worker processes with the group's import path and environment ``key``; returns
-    their rows. ``request`` holds the device, threads and timing options shared by all units."""
+    their rows. ``request`` holds the device, threads and timing options shared by all units. Past
+    ``deadline`` the worker is killed and the units left get 'skipped' rows."""
     path, env_pairs = key
     env = dict(os.environ)
     env.update(dict(env_pairs))
@@ -115,12 +150,18 @@ def run_group(key, units: Sequence[Unit], request: dict, log_path: str, progress
         env["PYTHONPATH"] = os.pathsep.join(p for p in (path, env.get("PYTHONPATH")) if p)
     rows, pending = [], list(units)
     while pending:
+        if deadline is not None and deadline.left() <= 0:
+            rows += _out_of_time(pending, deadline, progress)
+            break
         offset = os.path.getsize(log_path) if os.path.exists(log_path) else 0
         payload = dict(request, units=[{"provider": u.provider.to_dict(), "job": u.job.to_dict()} for u in pending])
         current, got = None, 0
         with open(log_path, "a") as log:
             proc = subprocess.Popen(list(worker_cmd), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
                                     env=env, text=True)
+            timer = threading.Timer(deadline.left(), proc.kill) if deadline is not None else None
+            if timer is not None:
+                timer.start()
             try:
                 try:
                     proc.stdin.write(json.dumps(payload))
@@ -137,11 +178,16 @@ def run_group(key, units: Sequence[Unit], request: dict, log_path: str, progress
                         progress.update(1)
                 code = proc.wait()
             finally:
+                if timer is not None:
+                    timer.cancel()
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait()
         finished = current is not None and current == len(pending) - 1 and got == len(pending[current].job.modes)
         if finished:
+            break
+        if deadline is not None and deadline.left() <= 0:
+            rows += _out_of_time(pending[current or 0:], deadline, progress, got if current is not None else 0)
             break
         reason = f"worker exited with code {code}: {_log_tail(log_path, offset)}"
         if current is None:
@@ -167,8 +213,8 @@ def _group_name(key) -> str:
 
 
 def commit() -> str:
-    """Short commit of the fastspike source tree, '+dirty' when it has uncommitted changes; 'unknown'
-    outside a git checkout."""
+    """Short commit of the fastspike source tree, '+dirty' when it has uncommitted changes; outside a git
+    checkout (a copy of the tree sent to a GPU machine) $FASTSPIKE_COMMIT, else 'unknown'."""
     src = os.path.dirname(os.path.dirname(os.path.abspath(fastspike.__file__)))
     try:
         head = subprocess.run(["git", "-C", src, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -176,7 +222,7 @@ def commit() -> str:
         dirty = subprocess.run(["git", "-C", src, "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True, check=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return os.environ.get("FASTSPIKE_COMMIT") or "unknown"
     return head + ("+dirty" if dirty else "")
 
 
@@ -194,9 +240,11 @@ def metadata(device: str, threads: Optional[int]) -> dict:
 def run(providers: Sequence[Provider], jobs: Sequence[Job], locations: Dict[str, Location], device: str,
         log_dir: str, threads: Optional[int] = None, timing: Optional[dict] = None,
         skip: Optional[Dict[str, str]] = None, progress: bool = True, quiet: bool = False,
-        worker_cmd: Sequence[str] = WORKER_CMD) -> List[dict]:
-    """Measure every provider on every job it takes part in; returns the rows (job-major, then provider,
-    then mode order) with the run's :func:`metadata` on each. Never raises for a provider's failure."""
+        worker_cmd: Sequence[str] = WORKER_CMD, time_limit_s: Optional[float] = None) -> List[dict]:
+    """Measure every provider on every job it takes part in, for at most ``time_limit_s`` seconds; returns
+    the rows (job-major, then provider, then mode order) with the run's :func:`metadata` on each. Never
+    raises for a provider's failure."""
+    deadline = Deadline.after(time_limit_s) if time_limit_s is not None else None
     skipped, groups = plan(providers, jobs, locations, device, skip)
     total = len(skipped) + sum(len(u.job.modes) for units in groups.values() for u in units)
     bar = Progress(total, enabled=progress, quiet=quiet)
@@ -208,7 +256,7 @@ def run(providers: Sequence[Provider], jobs: Sequence[Job], locations: Dict[str,
         for key, units in groups.items():
             log_path = os.path.join(log_dir, _group_name(key) + ".log")
             open(log_path, "w").close()  # a group's log holds this run only (its restarted workers append)
-            rows += run_group(key, units, request, log_path, bar, worker_cmd)
+            rows += run_group(key, units, request, log_path, bar, worker_cmd, deadline)
     finally:
         bar.close()
     meta = metadata(device, threads)

@@ -2,7 +2,8 @@
 
 A :class:`Job` is one input configuration; every selected provider measures every job it can. Shapes
 are time-major ``[T, N, *]``. The full grid (``--device cuda``) is the issue's; ``--quick`` is a few
-scaled-down shapes sized so a whole CPU run, subprocess start-ups included, takes a few minutes on 2 cores.
+scaled-down shapes sized so a whole CPU run, subprocess start-ups included, takes a few minutes on 2 cores;
+``--grid acceptance`` is what ``benchmarks/gpu_check.sh`` judges against the targets (a tiny variant on CPU).
 """
 from __future__ import annotations
 
@@ -41,6 +42,26 @@ SNNTORCH_SHAPES: Dict[str, Tuple[int, ...]] = {
     "snnTorch CSNN conv2": (50, 128, 64, 4, 4),
     "snnTorch CSNN fc": (50, 128, 10),
 }
+SNNTORCH_PROVIDERS = ("copy", "fs-native", "fs-triton", "snntorch")
+# The acceptance grid of benchmarks/gpu_check.sh: four layer shapes of NOTES.md's H100 table, LIF and IF with
+# hard reset, fp32, and bf16 on the first shape; for the CPU rehearsal, which proves the plumbing in well
+# under a minute, the same T at up to 16 K elements.
+ACCEPTANCE_SHAPES: Dict[str, Tuple[int, ...]] = {
+    "CSNN conv1": (4, 128, 128, 28, 28),
+    "DVS": (8, 32, 128, 32, 32),
+    "long T": (64, 64, 4096),
+    "T=100 out": (100, 128, 10),
+}
+ACCEPTANCE_TINY_SHAPES: Dict[str, Tuple[int, ...]] = {
+    "CSNN conv1 tiny": (4, 2, 8, 14, 14),
+    "DVS tiny": (8, 2, 4, 8, 8),
+    "long T tiny": (64, 2, 64),
+    "T=100 out tiny": (100, 4, 10),
+}
+ACCEPTANCE_PROVIDERS = ("copy", "fs-native", "fs-triton", "sj2-triton", "sj014-cupy", "compile")
+# sj2-triton and sj014-cupy need CUDA: on CPU the peers' CPU paths stand in, so the rehearsal still runs
+# a worker from each peer folder.
+ACCEPTANCE_CPU_STANDINS = ("sj014-torch", "sj2-auto")
 # Shapes [T, N, ...] of one N, ... over T: the time-vs-T plot.
 SWEEP_LABEL = "T sweep"
 FULL_T_SWEEP = tuple((t, 64, 4096) for t in (4, 8, 16, 32, 64, 128))
@@ -79,13 +100,15 @@ class Job:
 
 @dataclass
 class Config:
-    """A run's grid. ``t_sweep`` shapes run for the first kind/reset/dtype only (LIF, hard, fp32 by
+    """A run's grid. ``also`` adds ``(dtype, shape label)`` pairs for every kind and reset (a dtype measured
+    on some shapes only); ``t_sweep`` shapes run for the first kind/reset/dtype only (LIF, hard, fp32 by
     default) and feed the time-vs-T plot; ``e2e`` is ``(B, T, C)`` of the CSNN, or None to skip it."""
 
     shapes: Dict[str, Tuple[int, ...]]
     kinds: Sequence[str] = ("lif", "if", "plif")
     resets: Sequence[str] = RESETS
     dtypes: Sequence[str] = DTYPES
+    also: Sequence[Tuple[str, str]] = ()
     t_sweep: Sequence[Tuple[int, ...]] = ()
     e2e: Tuple[int, int, int] = None
     e2e_precisions: Sequence[str] = E2E_PRECISIONS
@@ -115,6 +138,20 @@ def snntorch_config(device: str) -> Config:
                   timing={"budget_s": 1.0, "repeats": 30} if device == "cpu" else {"rep_ms": 50})
 
 
+def acceptance_providers(device: str) -> Tuple[str, ...]:
+    """The providers of the acceptance grid on ``device``."""
+    return ACCEPTANCE_PROVIDERS + (ACCEPTANCE_CPU_STANDINS if device == "cpu" else ())
+
+
+def acceptance_config(device: str) -> Config:
+    """The grid ``benchmarks/gpu_check.sh`` judges: :data:`ACCEPTANCE_SHAPES` (on CPU the tiny ones), LIF and
+    IF with hard reset, fp32, and bf16 on the first shape; no T sweep, no end-to-end step."""
+    shapes = dict(ACCEPTANCE_SHAPES if device == "cuda" else ACCEPTANCE_TINY_SHAPES)
+    return Config(shapes=shapes, kinds=("lif", "if"), resets=("hard",), dtypes=("fp32",),
+                  also=(("bf16", next(iter(shapes))),),
+                  timing={} if device == "cuda" else {"budget_s": 0.1, "repeats": 20})
+
+
 def parse_shape(text: str) -> Tuple[int, ...]:
     """'4,128,2048' or '4x128x2048' -> (4, 128, 2048); at least [T, N], all positive."""
     try:
@@ -132,7 +169,7 @@ def shape_str(shape: Sequence[int]) -> str:
 
 def jobs(config: Config) -> List[Job]:
     """Every job of ``config``, without duplicates: one 'copy' job per (shape, dtype), then the neuron
-    jobs (kind x reset x dtype x shape, and the T sweep), then the end-to-end jobs."""
+    jobs (kind x reset x dtype x shape, the ``also`` pairs, and the T sweep), then the end-to-end jobs."""
     neuron, copies = [], []
     seen = set()
 
@@ -151,6 +188,10 @@ def jobs(config: Config) -> List[Job]:
             for reset in config.resets:
                 for label, shape in config.shapes.items():
                     add(kind, reset, dtype, shape, label)
+    for dtype, label in config.also:
+        for kind in config.kinds:
+            for reset in config.resets:
+                add(kind, reset, dtype, config.shapes[label], label)
     if config.kinds and config.resets and config.dtypes:
         for shape in config.t_sweep:
             add(config.kinds[0], config.resets[0], config.dtypes[0], shape, SWEEP_LABEL)
