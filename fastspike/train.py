@@ -74,6 +74,10 @@ def _resolve(args, info) -> dict:
     if m.spiking and loss not in encoding.LOSSES:
         raise TrainError(f"--loss {loss!r} does not apply to spiking model {args.model!r}; "
                          f"choose one of {', '.join(encoding.LOSSES)}")
+    if loss == "ce-mem" and m.loss != "ce-mem":
+        raise TrainError(f"--loss ce-mem reads the output layer's membrane potentials, which model {args.model!r} "
+                         f"does not return; models that do: "
+                         f"{', '.join(n for n, i in models.MODELS.items() if i.loss == 'ce-mem')}")
     if not m.spiking and loss != "ce":
         raise TrainError(f"model {args.model!r} outputs logits: its loss is 'ce', got --loss {loss!r}")
     if not args.momentum >= 0:

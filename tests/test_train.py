@@ -165,6 +165,7 @@ def test_cifar10_dvs_frames_folder(tmp_path):
     (["--model", "fc-snn", "--channels", "4"], "has no channels argument"),
     (["--model", "csnn", "--loss", "ce"], "does not apply to spiking model"),
     (["--model", "cnn", "--loss", "mse-rate"], "its loss is 'ce'"),
+    (["--model", "csnn", "--loss", "ce-mem"], "does not return; models that do: mlp-snn"),
     (["--model", "dvs-csnn"], "takes event frames"),
     (["--backend", "triton"], "triton"),
     (["--momentum", "-0.5"], "--momentum must be >= 0, got -0.5"),
@@ -243,3 +244,11 @@ def test_compare_tabulates_snn_and_twin(tmp_path, capsys):
     with pytest.raises(SystemExit) as err:
         cli.main(["compare", "--model", "fc-snn"])
     assert err.value.code == 2 and "invalid choice: 'fc-snn'" in capsys.readouterr().err
+
+
+def test_seed004_mlp_snn_trains_on_membrane_potentials(tmp_path):
+    # snnTorch's tutorial 5: loss on the output layer's mem at every step, accuracy from the spike counts.
+    metrics = train.run(_args("--model", "mlp-snn", "--dataset", "digits", "--device", "cpu", "--epochs", "1",
+                              "--T", "4", "--out", str(tmp_path)))[1]
+    assert metrics["config"]["loss"] == "ce-mem" and metrics["history"][0]["train_loss"] > 0
+    assert metrics["best_test_acc"] > 0.5
