@@ -46,9 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grid", choices=GRIDS, default="full",
                    help="full: every kind, reset, dtype and shape, a T sweep and the CSNN (default); quick: see "
                         "--quick; acceptance: the grid and providers benchmarks/gpu_check.sh judges (4 layer "
-                        "shapes, LIF and IF, hard reset, fp32 and bf16 on the first shape; tiny shapes on CPU); snntorch: "
-                        "snnTorch's Leaky at the seed-000 CSNN's layer shapes (B=128, T=50), fastspike.snntorch's "
-                        "fused sequence against snnTorch's per-step loop")
+                        "shapes, LIF and IF, hard reset, fp32 and bf16 on the first shape; tiny shapes on CPU); "
+                        "snntorch: snnTorch's Leaky at the seed-000 CSNN's layer shapes (B=128, T=50), "
+                        "fastspike.snntorch's fused sequence against snnTorch's per-step loop")
     p.add_argument("--quick", action="store_true",
                    help="--grid quick: LIF and IF, hard reset, fp32, small shapes on CPU (the layer shapes on CUDA)")
     p.add_argument("--out", default="bench-results", help="output folder (default ./bench-results)")

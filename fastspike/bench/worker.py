@@ -10,7 +10,8 @@ crash of the whole process into error rows for the unit in progress and restarts
 Neurons are built with threshold 1, ``v_reset`` 0 (hard) or None (soft), the ATan surrogate (alpha 2),
 ``tau`` 2 (LIF) or ``init_tau`` 2 (PLIF), multi-step, in training mode, parameters fp32 whatever the input
 dtype; the 'leaky' kind is snnTorch's Leaky (beta 0.5, reset to zero or by subtraction), run by
-``fastspike.snntorch.Leaky.sequence`` and by snnTorch's own per-step loop. Inputs are ``x ~ N(0.5, 1.5)`` of the job's shape and dtype, the same for every provider.
+``fastspike.snntorch.Leaky.sequence`` and by snnTorch's own per-step loop. Inputs are ``x ~ N(0.5, 1.5)``
+of the job's shape and dtype, the same for every provider.
 """
 from __future__ import annotations
 
