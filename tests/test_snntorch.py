@@ -220,3 +220,43 @@ def test_spikes_are_fp32_and_the_state_widens_for_fp64():
     ref_spk, ref_mem, _ = run_snntorch(theirs.double(), x, False)
     assert spk.dtype == ref_spk.dtype == torch.float32 and mem.dtype == torch.float64
     assert_bitwise_equal(mem, ref_mem.detach(), "fp64 mem")
+
+
+@pytest.mark.parametrize("backend", [b for b in ("torch", "native") if backends.unavailable_reason(b, "cpu") is None])
+@pytest.mark.parametrize("reset_delay", [True, False])
+def test_surrogate_disable_matches_snntorch(backend, reset_delay):
+    # No gradient through any spike: only the membrane path carries one.
+    theirs = snn.Leaky(beta=0.8, surrogate_disable=True, reset_delay=reset_delay, learn_beta=True)
+    ours = fs.Leaky(beta=0.8, surrogate_disable=True, reset_delay=reset_delay, learn_beta=True, backend=backend)
+    x = inputs((6, 3, 5), seed=9)
+    grads = []
+    for net in (theirs, ours):
+        xx = x.clone().requires_grad_()
+        spk, mem = run_snntorch(net, xx, False)[:2]
+        (spk.sum() + (mem * 0.5).sum()).backward()
+        grads.append((spk.detach(), mem.detach(), xx.grad, net.beta.grad))
+    for name, a, e in zip(("spikes", "mem", "grad x", "grad beta"), grads[1], grads[0]):
+        if name.startswith("grad"):
+            torch.testing.assert_close(a, e, rtol=1e-6, atol=0)
+        else:
+            assert_bitwise_equal(a, e, name)
+
+
+@skip_unless_available("native", "cpu")
+def test_parameter_gradients_do_not_depend_on_the_thread_count():
+    # 5000 neurons: three CPU chunks, so two threads really split the work.
+    case = ("synaptic", "subtract", True, False, True, SURROGATES[0])
+    x = inputs((8, 2, 2500), seed=10)
+    previous, results = torch.get_num_threads(), []
+    try:
+        for threads in (1, 2, 1):
+            torch.set_num_threads(threads)
+            _, ours = make_pair(case, (2, 2500), "native")
+            spk, syn, mem = ours.sequence(x)
+            (spk.sum() + mem.sum()).backward()
+            results.append([p.grad.clone() for p in ours.parameters()])
+    finally:
+        torch.set_num_threads(previous)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert_bitwise_equal(a, b, "parameter gradient")
