@@ -42,12 +42,15 @@ def heaviside(x: torch.Tensor) -> torch.Tensor:
     return (x >= 0).to(x)
 
 
-class _SurrogateSpike(torch.autograd.Function):
+class SurrogateSpike(torch.autograd.Function):
+    """``surrogate.fire(x)`` forward, ``grad * surrogate.derivative(x)`` backward: the spike function of
+    both APIs' surrogate objects (SpikingJelly's fire at ``x >= 0``, snnTorch's at ``x > 0``)."""
+
     @staticmethod
     def forward(ctx, x, surrogate):
         ctx.save_for_backward(x)
         ctx.surrogate = surrogate
-        return heaviside(x)
+        return surrogate.fire(x)
 
     @staticmethod
     def backward(ctx, grad_spike):
@@ -63,6 +66,7 @@ class SurrogateFunctionBase(nn.Module):
     """
 
     name: str = ""
+    fire = staticmethod(heaviside)
 
     def __init__(self, alpha: float, spiking: bool = True):
         super().__init__()
@@ -96,7 +100,7 @@ class SurrogateFunctionBase(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _SurrogateSpike.apply(x, self)
+        return SurrogateSpike.apply(x, self)
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}"

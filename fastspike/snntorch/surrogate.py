@@ -28,6 +28,8 @@ import math
 
 import torch
 
+from ..surrogate import SurrogateSpike
+
 __all__ = ["Surrogate", "atan", "fast_sigmoid", "sigmoid", "straight_through_estimator", "triangular", "heaviside",
            "spike_rate_escape", "SFS", "ATan", "FastSigmoid", "Sigmoid", "StraightThroughEstimator", "Triangular",
            "Heaviside", "SpikeRateEscape", "SparseFastSigmoid"]
@@ -36,19 +38,6 @@ __all__ = ["Surrogate", "atan", "fast_sigmoid", "sigmoid", "straight_through_est
 def spike(x: torch.Tensor) -> torch.Tensor:
     """snnTorch's firing ``(x > 0)`` in x's dtype."""
     return (x > 0).to(x.dtype)
-
-
-class _Spike(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, surrogate):
-        ctx.save_for_backward(x)
-        ctx.surrogate = surrogate
-        return spike(x)
-
-    @staticmethod
-    def backward(ctx, grad_spike):
-        (x,) = ctx.saved_tensors
-        return ctx.surrogate.derivative(x) * grad_spike, None
 
 
 def _number(owner: str, name: str, value) -> float:
@@ -65,13 +54,14 @@ class Surrogate:
 
     name = ""
     _params: tuple = ()
+    fire = staticmethod(spike)
 
     def __init__(self, *values):
         for param, value in zip(self._params, values):
             setattr(self, param, _number(type(self).__name__, param, value))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return _Spike.apply(x, self)
+        return SurrogateSpike.apply(x, self)
 
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
