@@ -1,0 +1,103 @@
+"""Spike tensors: how a layer knows its input is binary, and how it keeps it in 1 bit per value.
+
+**The mark.** A fastspike neuron's fused op returns spikes that are exactly 0 or 1 by construction; it sets
+the attribute ``_fastspike_spikes`` on that output tensor (:func:`mark`). A layer that receives a marked
+tensor (:func:`is_spikes`) may save it bit-packed for its backward. Nothing is ever scanned: an unmarked
+tensor is treated as real-valued, whatever its values. Only fastspike's own code propagates the mark, to
+outputs that are binary whenever their input is (max-pooling, flatten, the ``[T, N]`` merge of
+:func:`fastspike.functional.seq_to_ann_forward`); any other op returns a new, unmarked tensor.
+
+In eager mode the mark records the tensor's version counter, so an in-place change after the neuron
+(``s.mul_(2)``) invalidates it. Under ``torch.compile`` the attribute is traced as a side effect on the
+graph's tensor (Dynamo supports that in fullgraph mode, on a view of a custom op's output) but the version counter is not readable, so the
+mark is unconditional there; in-place ops on a marked tensor inside a compiled region are not detected.
+
+**The packing.** :func:`pack` keeps 8 values per uint8, in the tensor's memory order (bit ``i`` of byte
+``j`` is element ``8 j + i``), so :func:`unpack` rebuilds the same strides (contiguous or channels_last)
+and the backward kernels see exactly the tensor the forward had. It is plain torch arithmetic on 8-byte
+words (a multiply gathers 8 bytes of 0/1 into one byte, another spreads them back), so it runs on every
+device and under ``torch.compile``.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Tuple
+
+import torch
+
+_ATTR = "_fastspike_spikes"
+# 0x0102040810204080: byte i of a 0/1 word, times this, lands on bit 56 + i (no carries: see pack()).
+_GATHER = 0x0102040810204080
+_SPREAD = 0x0101010101010101
+# 0x8040201008040201 as a signed int64: keeps bit i of byte i after the spread.
+_SELECT = -0x7FBFDFEFF7FBFDFF
+
+
+def mark(t: torch.Tensor) -> torch.Tensor:
+    """Mark ``t`` (values exactly 0 or 1) as spikes and return it; use the result: under torch.compile
+    it is a view of ``t`` (Dynamo refuses attributes on a custom op's output, not on a view of it)."""
+    if torch.compiler.is_compiling():
+        t = t.view_as(t)
+        setattr(t, _ATTR, -1)
+    else:
+        setattr(t, _ATTR, t._version)
+    return t
+
+
+def is_spikes(t) -> bool:
+    """Whether ``t`` carries a valid spike mark (see the module docstring)."""
+    version = getattr(t, _ATTR, None)
+    if version is None:
+        return False
+    return torch.compiler.is_compiling() or version == t._version
+
+
+def mark_like(out: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    """Mark ``out`` when ``source`` is marked: for ops whose output is binary whenever the input is."""
+    return mark(out) if is_spikes(source) else out
+
+
+def _memory_order(t: torch.Tensor) -> Tuple[int, ...]:
+    """Dimensions from outermost to innermost in memory (stable for equal strides)."""
+    return tuple(sorted(range(t.dim()), key=lambda d: -t.stride(d)))
+
+
+def is_dense(t: torch.Tensor) -> bool:
+    """Whether ``t``'s elements fill its storage span without gaps or overlaps, in some dimension order."""
+    return t.permute(_memory_order(t)).is_contiguous()
+
+
+class Packed(NamedTuple):
+    """What :func:`unpack` needs besides the bytes: shape, dimension order in memory, dtype."""
+
+    shape: torch.Size
+    order: Tuple[int, ...]
+    dtype: torch.dtype
+
+
+def pack(t: torch.Tensor) -> Tuple[torch.Tensor, Packed]:
+    """``(bits, meta)``: ``bits`` uint8 ``[ceil(numel / 8)]`` holding ``t`` (dense, values 0 or 1) in memory
+    order. Any nonzero value packs as 1: callers pack only marked tensors."""
+    order = _memory_order(t)
+    flat = t.permute(order).reshape(-1).ne(0)
+    pad = (-flat.numel()) % 8
+    if pad:
+        flat = torch.nn.functional.pad(flat, (0, pad))
+    words = flat.view(torch.uint8).view(torch.int64)
+    # Each byte of a word is 0 or 1; the product's top byte is sum(b_i << i): every cross term falls
+    # outside bits 56-63 and the partial products below them cannot carry into them.
+    bits = (words * _GATHER).bitwise_right_shift(56).to(torch.uint8)
+    return bits, Packed(t.shape, order, t.dtype)
+
+
+def unpack(bits: torch.Tensor, meta: Packed) -> torch.Tensor:
+    """The tensor :func:`pack` packed: same shape, dtype, device and strides, values 0 or 1."""
+    words = (bits.to(torch.int64) * _SPREAD).bitwise_and_(_SELECT)
+    numel = 1
+    for size in meta.shape:
+        numel *= size
+    flat = words.view(torch.uint8)[:numel].ne(0).to(meta.dtype)
+    permuted = flat.view([meta.shape[d] for d in meta.order])
+    inverse = [0] * len(meta.order)
+    for position, d in enumerate(meta.order):
+        inverse[d] = position
+    return permuted.permute(inverse)
