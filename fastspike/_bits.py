@@ -14,14 +14,17 @@ mark is unconditional there; in-place ops on a marked tensor inside a compiled r
 
 **The packing.** :func:`pack` keeps 8 values per uint8, in the tensor's memory order (bit ``i`` of byte
 ``j`` is element ``8 j + i``), so :func:`unpack` rebuilds the same strides (contiguous or channels_last)
-and the backward kernels see exactly the tensor the forward had. It is plain torch arithmetic on 8-byte
-words (a multiply gathers 8 bytes of 0/1 into one byte, another spreads them back), so it runs on every
-device and under ``torch.compile``.
+and the backward kernels see exactly the tensor the forward had. On CPU in eager mode it is numpy's
+``packbits``/``unpackbits`` (one single-threaded pass each: on a busy 2-core machine a chain of small
+multi-threaded torch ops costs tens of times more); elsewhere, and under ``torch.compile``, plain torch
+arithmetic on 8-byte words (a multiply gathers 8 bytes of 0/1 into one byte, another spreads them back),
+which runs on every device and fuses. Both give the same bytes.
 """
 from __future__ import annotations
 
 from typing import NamedTuple, Tuple
 
+import numpy as np
 import torch
 
 _ATTR = "_fastspike_spikes"
@@ -30,6 +33,13 @@ _GATHER = 0x0102040810204080
 _SPREAD = 0x0101010101010101
 # 0x8040201008040201 as a signed int64: keeps bit i of byte i after the spread.
 _SELECT = -0x7FBFDFEFF7FBFDFF
+
+
+_NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)
+
+
+def _numpy_path(t: torch.Tensor) -> bool:
+    return t.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
 def mark(t: torch.Tensor) -> torch.Tensor:
@@ -78,7 +88,12 @@ def pack(t: torch.Tensor) -> Tuple[torch.Tensor, Packed]:
     """``(bits, meta)``: ``bits`` uint8 ``[ceil(numel / 8)]`` holding ``t`` (dense, values 0 or 1) in memory
     order. Any nonzero value packs as 1: callers pack only marked tensors."""
     order = _memory_order(t)
-    flat = t.permute(order).reshape(-1).ne(0)
+    flat = t.detach().permute(order).reshape(-1)
+    if _numpy_path(flat):
+        # bfloat16 has no numpy type; its bits as int16 are nonzero exactly where the value is (spikes are +0.0).
+        values = (flat if t.dtype in _NUMPY_FLOATS else flat.view(torch.int16)).numpy()
+        return torch.from_numpy(np.packbits(values != 0, bitorder="little")), Packed(t.shape, order, t.dtype)
+    flat = flat.ne(0)
     pad = (-flat.numel()) % 8
     if pad:
         flat = torch.nn.functional.pad(flat, (0, pad))
@@ -91,11 +106,19 @@ def pack(t: torch.Tensor) -> Tuple[torch.Tensor, Packed]:
 
 def unpack(bits: torch.Tensor, meta: Packed) -> torch.Tensor:
     """The tensor :func:`pack` packed: same shape, dtype, device and strides, values 0 or 1."""
-    words = (bits.to(torch.int64) * _SPREAD).bitwise_and_(_SELECT)
     numel = 1
     for size in meta.shape:
         numel *= size
-    flat = words.view(torch.uint8)[:numel].ne(0).to(meta.dtype)
+    if _numpy_path(bits):
+        ones = torch.from_numpy(np.unpackbits(bits.numpy(), count=numel, bitorder="little"))
+        flat = torch.empty(numel, dtype=meta.dtype)
+        if meta.dtype in _NUMPY_FLOATS:
+            np.copyto(flat.numpy(), ones.numpy(), casting="unsafe")
+        else:
+            flat.copy_(ones)
+    else:
+        words = (bits.to(torch.int64) * _SPREAD).bitwise_and_(_SELECT)
+        flat = words.view(torch.uint8)[:numel].ne(0).to(meta.dtype)
     permuted = flat.view([meta.shape[d] for d in meta.order])
     inverse = [0] * len(meta.order)
     for position, d in enumerate(meta.order):

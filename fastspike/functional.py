@@ -26,7 +26,7 @@ from .surrogate import Sigmoid, SurrogateFunctionBase
 
 __all__ = [
     "if_multistep", "lif_multistep", "plif_multistep", "neuron_multistep", "reset_net", "set_step_mode",
-    "set_backend", "detach_net", "seq_to_ann_forward", "multi_step_forward",
+    "set_backend", "detach_net", "set_memory_mode", "seq_to_ann_forward", "multi_step_forward",
 ]
 
 State = Union[float, torch.Tensor]
@@ -119,6 +119,16 @@ def set_backend(net: nn.Module, backend: str, instance=(nn.Module,)) -> None:
                              f"(it supports {m.supported_backends}); nothing was changed")
     for m in targets:
         m.backend = backend
+
+
+def set_memory_mode(net: nn.Module, mode: str) -> None:
+    """What ``net`` keeps for backward: ``'default'`` (spike inputs of its layers as bits, nothing
+    recomputed), ``'recompute'`` (each Conv/Linear(-BN)-neuron block of its ``nn.Sequential``s keeps only
+    its input and runs its forward again in backward, gradients bit-identical on CPU) or ``'plain'`` (what
+    torch's autograd keeps). Set on every submodule; details and what is not covered:
+    :mod:`fastspike._recompute`."""
+    from ._recompute import set_memory_mode as _set
+    _set(net, mode)
 
 
 def detach_net(net: nn.Module) -> None:
