@@ -22,7 +22,7 @@ which runs on every device and fuses. Both give the same bytes.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
@@ -66,14 +66,25 @@ def mark_like(out: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
     return mark(out) if is_spikes(source) else out
 
 
-def _memory_order(t: torch.Tensor) -> Tuple[int, ...]:
-    """Dimensions from outermost to innermost in memory (stable for equal strides)."""
-    return tuple(sorted(range(t.dim()), key=lambda d: -t.stride(d)))
+def _memory_order(t: torch.Tensor) -> Optional[Tuple[int, ...]]:
+    """Dimensions from outermost to innermost in memory, or None when ``t`` is not dense in that order.
+
+    Contiguous and channels_last are recognised directly; other orders are found by sorting the strides,
+    in eager mode only (under torch.compile strides may be symbolic, which Dynamo cannot sort).
+    """
+    if t.is_contiguous():
+        return tuple(range(t.dim()))
+    if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last):
+        return (0, 2, 3, 1)
+    if torch.compiler.is_compiling():
+        return None
+    order = tuple(sorted(range(t.dim()), key=lambda d: -t.stride(d)))
+    return order if t.permute(order).is_contiguous() else None
 
 
 def is_dense(t: torch.Tensor) -> bool:
-    """Whether ``t``'s elements fill its storage span without gaps or overlaps, in some dimension order."""
-    return t.permute(_memory_order(t)).is_contiguous()
+    """Whether ``t``'s elements fill its storage span without gaps or overlaps, in an order :func:`pack` keeps."""
+    return _memory_order(t) is not None
 
 
 class Packed(NamedTuple):
