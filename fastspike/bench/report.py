@@ -13,14 +13,17 @@ import os
 from collections import defaultdict
 from typing import List, Optional, Sequence
 
+from . import memory_report
 from .suite import DTYPES, KINDS, RESETS, SWEEP_LABEL
 
 COLUMNS = ("suite", "label", "provider", "family", "provider_version", "kind", "reset", "dtype", "shape", "T",
            "numel", "mode", "status", "reason", "ms", "p20_ms", "p80_ms", "samples", "spike_rate",
-           "peak_mem_bytes", "saved_bytes", "ideal_bytes", "copy_ms", "gbps", "x_copy", "items_per_s", "load1",
+           "peak_mem_bytes", "saved_bytes", "saved_activation_bytes", "retained_bytes", "same_grads", "note",
+           "ideal_bytes", "copy_ms", "gbps", "x_copy", "items_per_s", "load1",
            "device", "device_name", "threads", "torch", "triton", "fastspike", "commit", "timestamp", "command")
 _FLOATS = {"ms", "p20_ms", "p80_ms", "spike_rate", "copy_ms", "gbps", "x_copy", "items_per_s", "load1"}
-_INTS = {"T", "numel", "samples", "peak_mem_bytes", "saved_bytes", "ideal_bytes", "threads"}
+_INTS = {"T", "numel", "samples", "peak_mem_bytes", "saved_bytes", "saved_activation_bytes", "retained_bytes",
+         "ideal_bytes", "threads"}
 ELEMENT_SIZE = {"fp32": 4, "fp16": 2, "bf16": 2}
 
 
@@ -327,6 +330,7 @@ def markdown(rows: Sequence[dict], notes: Sequence[str] = (), plots: Sequence[st
         out += ["", f"## End-to-end: {e2e['label']} training step, T={t}, B={b}", "",
                 "conv3x3-BN-IF-maxpool x2, Linear-IF, Linear-IF; MSE of the firing rate, SGD. 'amp' autocasts "
                 "to fp16 with a GradScaler on CUDA, bf16 on CPU.", ""] + e2e_table(rows)
+    out += memory_report.markdown(rows)
     problems = defaultdict(int)
     for r in rows:
         if r["status"] != "ok":
