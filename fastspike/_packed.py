@@ -110,18 +110,29 @@ class _Linear(torch.autograd.Function):
         return gx, gw, gb
 
 
+def _max_pool(x: torch.Tensor, args):
+    """``max_pool2d_with_indices(x, *args)`` with both results in ``x``'s memory format, on CPU computed in
+    channels_last: CPU's channels_last kernel is several times faster than its contiguous one and makes the
+    same choices (each window scanned row by row, a value replacing the maximum only when greater: the first
+    maximum), so values and indices are the same; only their layout differs, and it is converted back."""
+    if x.device.type != "cpu" or x.dim() != 4 or x.is_contiguous(memory_format=torch.channels_last):
+        return aten.max_pool2d_with_indices(x, *args)
+    out, indices = aten.max_pool2d_with_indices(x.contiguous(memory_format=torch.channels_last), *args)
+    return out.contiguous(), indices.contiguous()
+
+
 class _MaxPool2d(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, kernel, stride, padding, dilation, ceil_mode):
         bits, ctx.meta = pack(x)
         ctx.args = (kernel, stride, padding, dilation, ceil_mode)
         ctx.save_for_backward(bits)
-        return aten.max_pool2d_with_indices(x, *ctx.args)[0]
+        return _max_pool(x, ctx.args)[0]
 
     @staticmethod
     def backward(ctx, grad):
         x = unpack(ctx.saved_tensors[0], ctx.meta)
-        indices = aten.max_pool2d_with_indices(x, *ctx.args)[1]
+        indices = _max_pool(x, ctx.args)[1]
         return aten.max_pool2d_with_indices_backward(grad, x, *ctx.args, indices), None, None, None, None, None
 
 
