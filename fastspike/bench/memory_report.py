@@ -65,6 +65,10 @@ def markdown(rows) -> List[str]:
         model = [r for r in mine if r["label"] == label]
         t, b = model[0]["shape"].split("x")[:2]
         notes = sorted({f"{r['provider']}: {r['note']}" for r in model if r.get("note")})
+        if any(r["family"] == "sj2" and r["mode"] == "recompute" and r["status"] == "ok" for r in model):
+            notes.append("sj2-auto recompute: memopt's checkpoints (torch.utils.checkpoint, non-reentrant) keep "
+                         "their inputs in closures that saved-tensor hooks never see, so its `saved` columns "
+                         "undercount; compare it on `in use after forward`")
         out += ["", f"### {label}, T={t}, B={b}", ""] + table(model)
         out += [""] + [f"- {n}" for n in notes] if notes else []
     return out

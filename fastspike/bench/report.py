@@ -292,13 +292,15 @@ def markdown(rows: Sequence[dict], notes: Sequence[str] = (), plots: Sequence[st
            f"{first.get('fastspike')}, commit {first.get('commit')}, {first.get('timestamp')} (UTC)",
            "- Peers: " + (", ".join(f"{p} {v}" for p, v in versions.items()) or "none measured"),
            "- Times are medians in ms (p20/p80 in results.csv): `triton.testing.do_bench` on CUDA, consecutive "
-           "calls after warm-up on CPU (glibc malloc thresholds pinned). Cells read `forward (no_grad) / "
-           "forward+backward`; 'copy' is `x.clone()` of the same tensor; neurons are reset after every call.",
-           "- Neurons: threshold 1, v_reset 0 (hard) or soft reset, ATan surrogate (alpha 2), tau 2, "
-           "time-major `[T, N, ...]`, inputs N(0.5, 1.5). snnTorch `Leaky` is the nearest equivalent "
-           "(beta = 1 - 1/tau, no input scaling, its own reset timing): same work, not the same numbers; in the "
-           "LEAKY tables both run snnTorch's Leaky (fastspike.snntorch's fused sequence, snnTorch's per-step "
-           "loop): the same numbers."]
+           "calls after warm-up on CPU (glibc malloc thresholds pinned)."]
+    if any(r["suite"] == "neuron" for r in rows):
+        out += ["- Neuron tables: cells read `forward (no_grad) / forward+backward`; 'copy' is `x.clone()` of the "
+                "same tensor; neurons are reset after every call.",
+                "- Neurons: threshold 1, v_reset 0 (hard) or soft reset, ATan surrogate (alpha 2), tau 2, "
+                "time-major `[T, N, ...]`, inputs N(0.5, 1.5). snnTorch `Leaky` is the nearest equivalent "
+                "(beta = 1 - 1/tau, no input scaling, its own reset timing): same work, not the same numbers; in the "
+                "LEAKY tables both run snnTorch's Leaky (fastspike.snntorch's fused sequence, snnTorch's per-step "
+                "loop): the same numbers."]
     loads = [r["load1"] for r in rows if r.get("load1") is not None]
     if loads:
         out.append(f"- 1-minute load average while measuring: {min(loads):.2f} to {max(loads):.2f} (a load above "
