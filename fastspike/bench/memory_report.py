@@ -75,7 +75,8 @@ def markdown(rows) -> List[str]:
 
 
 def plot(rows, out_dir: str, plt) -> List[str]:
-    """``memory.png``: saved MiB and ms per step of every provider and mode, one column per model."""
+    """``memory.png``: per provider and mode, MiB saved (hooks) beside MiB in use after the forward, and ms
+    per step; one column per model."""
     mine = [r for r in memory_rows(rows) if r["status"] == "ok"]
     if not mine:
         return []
@@ -85,9 +86,15 @@ def plot(rows, out_dir: str, plt) -> List[str]:
         model = [r for r in mine if r["label"] == label]
         names = [f"{r['provider']}\n{r['mode']}" for r in model]
         colors = ["tab:blue" if r["family"] == "fastspike" else "tab:gray" for r in model]
-        axes[0][k].bar(names, [r["saved_bytes"] / MIB for r in model], color=colors)
-        axes[0][k].set_title(f"{label}: saved for backward")
+        at = range(len(model))
+        axes[0][k].bar([i - 0.2 for i in at], [r["saved_bytes"] / MIB for r in model], 0.4, color=colors,
+                       label="saved for backward (hooks)")
+        axes[0][k].bar([i + 0.2 for i in at], [(r.get("retained_bytes") or 0) / MIB for r in model], 0.4,
+                       color=colors, alpha=0.45, hatch="//", label="in use after forward")
+        axes[0][k].set_xticks(list(at), names)
+        axes[0][k].set_title(f"{label}: memory kept for backward")
         axes[0][k].set_ylabel("MiB")
+        axes[0][k].legend(fontsize=7)
         axes[1][k].bar(names, [r["ms"] for r in model], color=colors)
         axes[1][k].set_title(f"{label}: training step")
         axes[1][k].set_ylabel("ms")
