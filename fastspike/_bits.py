@@ -8,9 +8,15 @@ outputs that are binary whenever their input is (max-pooling, flatten, the ``[T,
 :func:`fastspike.functional.seq_to_ann_forward`); any other op returns a new, unmarked tensor.
 
 In eager mode the mark records the tensor's version counter, so an in-place change after the neuron
-(``s.mul_(2)``) invalidates it. Under ``torch.compile`` the attribute is traced as a side effect on the
-graph's tensor (Dynamo supports that in fullgraph mode, on a view of a custom op's output) but the version counter is not readable, so the
-mark is unconditional there; in-place ops on a marked tensor inside a compiled region are not detected.
+(``s.mul_(2)``) invalidates it. Under ``torch.compile`` Dynamo traces setting and reading the attribute in
+fullgraph mode (on a view of a custom op's output: it refuses the output itself) but cannot read version
+counters, so the mark is unconditional there; in-place ops on a marked tensor inside a compiled region are
+not detected.
+
+Why an attribute: a tensor subclass would have to follow the spikes through every op (slowing each one down,
+and Dynamo traces subclasses only through extra protocols), and an analysis of ``nn.Sequential`` structure
+sees neither custom ``forward`` methods nor what happens between children. The attribute sits on exactly
+the tensor the neuron made, costs nothing, and whatever else touches the spikes yields an unmarked tensor.
 
 **The packing.** :func:`pack` keeps 8 values per uint8, in the tensor's memory order (bit ``i`` of byte
 ``j`` is element ``8 j + i``), so :func:`unpack` rebuilds the same strides (contiguous or channels_last)
@@ -33,8 +39,6 @@ _GATHER = 0x0102040810204080
 _SPREAD = 0x0101010101010101
 # 0x8040201008040201 as a signed int64: keeps bit i of byte i after the spread.
 _SELECT = -0x7FBFDFEFF7FBFDFF
-
-
 _NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)
 
 

@@ -82,6 +82,23 @@ def test_recompute_is_bit_identical_to_default(kind, train, bias, dropout):
         assert_same(results["default"][s], results["plain"][s], f"default step {s}")
 
 
+def test_recompute_replays_under_the_forwards_autocast():
+    torch.manual_seed(4)
+    base = small_csnn("lif")
+    x = torch.rand(3, 4, 1, 8, 8)
+    results = []
+    for mode in ("default", "recompute"):
+        net = copy.deepcopy(base)
+        functional.set_memory_mode(net, mode)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = net(x)
+        assert out.dtype == torch.bfloat16
+        (out.float() * torch.linspace(-1, 1, out.numel()).reshape(out.shape)).sum().backward()
+        results.append([out] + [p.grad for p in net.parameters()])
+    for a, b in zip(*results):
+        assert_bitwise_equal(a, b, "autocast")
+
+
 def test_recompute_keeps_state_carried_over_and_v_seq():
     torch.manual_seed(2)
     base = nn.Sequential(layer.Linear(6, 8, step_mode="m"),
