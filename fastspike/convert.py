@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from . import neuron, surrogate
+from . import layer, neuron, surrogate
 from . import snntorch as fs_snntorch
 
 _NODES = {"IFNode": neuron.IFNode, "LIFNode": neuron.LIFNode, "ParametricLIFNode": neuron.ParametricLIFNode}
@@ -30,6 +30,37 @@ def _convert_surrogate(sg) -> surrogate.SurrogateFunctionBase:
     return cls(float(sg.alpha))
 
 
+# SpikingJelly layer -> (the torch class it must derive from, fastspike's layer). Same torch base, same
+# parameters and buffers: the converted module takes over the original's state as it is.
+_LAYERS = {cls.__name__: (base, cls) for cls, base in (
+    (layer.Conv2d, nn.Conv2d), (layer.BatchNorm2d, nn.BatchNorm2d), (layer.Linear, nn.Linear),
+    (layer.MaxPool2d, nn.MaxPool2d), (layer.AvgPool2d, nn.AvgPool2d),
+    (layer.AdaptiveAvgPool2d, nn.AdaptiveAvgPool2d), (layer.Flatten, nn.Flatten),
+    (layer.SeqToANNContainer, nn.Sequential))}
+
+
+def _convert_layer(old: nn.Module) -> nn.Module:
+    """fastspike's layer of the same name holding ``old``'s parameters, buffers, hooks and options (the
+    very tensors: an optimizer built on ``old`` keeps training it); ``old`` itself where there is none."""
+    name = type(old).__name__
+    if name == "Dropout" and hasattr(old, "p"):
+        new = layer.Dropout(old.p, step_mode=old.step_mode).train(old.training)
+        new.mask = old.mask
+        return new
+    base, cls = _LAYERS.get(name, (None, None))
+    if cls is None or not isinstance(old, base):
+        return old
+    step_mode = getattr(old, "step_mode", None)
+    new = cls.__new__(cls)
+    # Fresh dicts (of parameters, buffers, submodules, hooks) holding the same values: old and new share
+    # tensors, not containers.
+    new.__dict__.update({k: v.copy() if isinstance(v, dict) else v for k, v in old.__dict__.items()
+                         if k not in ("step_mode", "_step_mode")})
+    if step_mode is not None and cls is not layer.SeqToANNContainer:
+        new.step_mode = step_mode
+    return new
+
+
 def _convert_node(node: nn.Module, backend: str) -> nn.Module:
     name = type(node).__name__
     common = dict(v_threshold=node.v_threshold, v_reset=node.v_reset,
@@ -46,22 +77,34 @@ def _convert_node(node: nn.Module, backend: str) -> nn.Module:
     return new.train(node.training)
 
 
-def from_spikingjelly(model: nn.Module, backend: str = "auto") -> nn.Module:
-    """Replace every SpikingJelly ``IFNode``/``LIFNode``/``ParametricLIFNode`` in ``model`` by fastspike's.
+def _convert(module: nn.Module, backend: str) -> nn.Module:
+    """``module`` with its SpikingJelly descendants converted, children first (a converted container
+    takes over its already converted children), then the module itself."""
+    for name, child in list(module.named_children()):
+        new = _convert(child, backend)
+        if new is not child:
+            setattr(module, name, new)
+    if not _is_spikingjelly(module):
+        return module
+    if type(module).__name__ in _NODES:
+        return _convert_node(module, backend)
+    return _convert_layer(module)
 
-    Hyperparameters (v_threshold, v_reset, tau, decay_input, detach_reset, step_mode, store_v_seq, the
-    surrogate and its alpha) carry over and PLIF's ``w`` is copied; the new neurons start reset and use
-    ``backend``. Other modules, SpikingJelly layers included, are kept. ``model`` is modified in place and
-    returned; if ``model`` is itself a neuron its replacement is returned. An unsupported surrogate raises
-    ``TypeError``.
+
+def from_spikingjelly(model: nn.Module, backend: str = "auto") -> nn.Module:
+    """Replace SpikingJelly's neurons and layers in ``model`` by fastspike's.
+
+    Neurons (``IFNode``/``LIFNode``/``ParametricLIFNode``): hyperparameters (v_threshold, v_reset, tau,
+    decay_input, detach_reset, step_mode, store_v_seq, the surrogate and its alpha) carry over and PLIF's
+    ``w`` is copied; the new neurons start reset and use ``backend``. Layers (``Conv2d``, ``BatchNorm2d``,
+    ``Linear``, ``MaxPool2d``, ``AvgPool2d``, ``AdaptiveAvgPool2d``, ``Flatten``, ``Dropout``,
+    ``SeqToANNContainer``): fastspike's layer of the same name takes over the original's parameters and
+    buffers (the same tensors, so state_dicts load either way and an existing optimizer still applies),
+    options and step mode; then a spike input is kept as bits for backward (:mod:`fastspike.layer`).
+    Other modules are kept. ``model`` is modified in place and returned; if ``model`` is itself a
+    converted module its replacement is returned. An unsupported surrogate raises ``TypeError``.
     """
-    if _is_spikingjelly(model) and type(model).__name__ in _NODES:
-        return _convert_node(model, backend)
-    for parent in list(model.modules()):
-        for child_name, child in list(parent.named_children()):
-            if _is_spikingjelly(child) and type(child).__name__ in _NODES:
-                setattr(parent, child_name, _convert_node(child, backend))
-    return model
+    return _convert(model, backend)
 
 
 _SNNTORCH = {"Leaky": fs_snntorch.Leaky, "Synaptic": fs_snntorch.Synaptic}

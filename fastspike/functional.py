@@ -5,7 +5,8 @@ The neuron ops take a time-major input ``x_seq [T, N, *]`` and an initial membra
 (:mod:`fastspike.backends`) and return ``(spike_seq, v_last)``, or ``(spike_seq, v_last, v_seq)`` when
 ``store_v_seq``. ``spike_seq`` has x_seq's shape and dtype; ``v_last [N, *]`` and ``v_seq [T, N, *]``
 (the post-reset potential after every step) are fp32 for fp16/bf16/fp32 inputs, fp64 for fp64 inputs or a
-fp64 ``v_init``.
+fp64 ``v_init``. ``spike_seq`` carries the spike mark of :mod:`fastspike._bits`, so the fastspike layer it
+feeds keeps it as bits for backward.
 Gradients flow to ``x_seq``, a tensor ``v_init`` and PLIF's ``w``. The update equations are in
 :mod:`fastspike.reference`.
 """
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 
 from . import backends
+from ._bits import mark
 from ._seq import multi_step_forward, seq_to_ann_forward
 from ._spec import NeuronSpec, check_inputs, check_plif_weight, make_spec
 from .layer import SeqToANNContainer
@@ -24,7 +26,7 @@ from .surrogate import Sigmoid, SurrogateFunctionBase
 
 __all__ = [
     "if_multistep", "lif_multistep", "plif_multistep", "neuron_multistep", "reset_net", "set_step_mode",
-    "set_backend", "detach_net", "seq_to_ann_forward", "multi_step_forward",
+    "set_backend", "detach_net", "set_memory_mode", "seq_to_ann_forward", "multi_step_forward",
 ]
 
 State = Union[float, torch.Tensor]
@@ -42,6 +44,7 @@ def neuron_multistep(spec: NeuronSpec, x_seq: torch.Tensor, v_init: State = 0.0,
         check_plif_weight(w, x_seq, owner)
     impl = backends.multistep_impl(backend, x_seq.device)
     spike_seq, v_last, v_seq = impl(spec, x_seq, v_init, w, store_v_seq)
+    spike_seq = mark(spike_seq)
     return (spike_seq, v_last, v_seq) if store_v_seq else (spike_seq, v_last)
 
 
@@ -116,6 +119,16 @@ def set_backend(net: nn.Module, backend: str, instance=(nn.Module,)) -> None:
                              f"(it supports {m.supported_backends}); nothing was changed")
     for m in targets:
         m.backend = backend
+
+
+def set_memory_mode(net: nn.Module, mode: str) -> None:
+    """What ``net`` keeps for backward: ``'default'`` (spike inputs of its layers as bits, nothing
+    recomputed), ``'recompute'`` (each Conv/Linear(-BN)-neuron block of its ``nn.Sequential``s keeps only
+    its input and runs its forward again in backward, gradients bit-identical on CPU) or ``'plain'`` (what
+    torch's autograd keeps). Set on every submodule; details and what is not covered:
+    :mod:`fastspike._recompute`."""
+    from ._recompute import set_memory_mode as _set
+    _set(net, mode)
 
 
 def detach_net(net: nn.Module) -> None:

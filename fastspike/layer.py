@@ -5,6 +5,12 @@ mode it is exactly the ``torch.nn`` layer. In multi-step mode it takes a time-ma
 runs the layer once on the ``T * N`` merged batch and splits the result back to ``[T, N, *out]``; so
 :class:`BatchNorm2d` normalises over all time steps together, as SpikingJelly's does. :class:`Dropout`
 draws one mask per sequence and applies it at every time step.
+
+When the input of :class:`Conv2d`, :class:`Linear`, :class:`MaxPool2d`, :class:`AvgPool2d` or
+:class:`SeqToANNContainer` is a spike tensor made by a fastspike neuron (it carries the mark of
+:mod:`fastspike._bits`), what autograd keeps of it for backward is 1 bit per value, or nothing
+(:mod:`fastspike._packed`); outputs and gradients are bit-identical to the unpacked path. Max-pooling and
+flattening spikes give spikes, marked as such.
 """
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import _packed
 from ._spec import StepModeMixin
 from ._seq import seq_to_ann_forward
 
@@ -34,13 +41,14 @@ class _SeqToANN(StepModeMixin):
     _m_min_ndim = 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        base = super().forward
         if self._step_mode == "s":
-            return super().forward(x)
+            return _packed.forward(self, x, base)
         if (self._m_ndim is not None and x.dim() != self._m_ndim) or x.dim() < self._m_min_ndim:
             want = self._m_ndim if self._m_ndim is not None else f"at least {self._m_min_ndim}"
             raise ValueError(f"{type(self).__name__}: multi-step input must have {want} dims [T, N, ...], "
                              f"got shape {tuple(x.shape)}")
-        return seq_to_ann_forward(x, super().forward)
+        return seq_to_ann_forward(x, lambda merged: _packed.forward(self, merged, base))
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, step_mode={self.step_mode}"
@@ -120,10 +128,13 @@ class Flatten(_SeqToANN, nn.Flatten):
 
 
 class SeqToANNContainer(nn.Sequential):
-    """Runs plain (single-step) modules on ``[T, N, *]`` by merging T into the batch; always multi-step."""
+    """Runs plain (single-step) modules on ``[T, N, *]`` by merging T into the batch; always multi-step.
+
+    A spike input reaches its first modules marked: torch's or fastspike's Conv2d, Linear, MaxPool2d,
+    AvgPool2d and Flatten (without hooks) keep it as bits for backward."""
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        return seq_to_ann_forward(x_seq, super().forward)
+        return seq_to_ann_forward(x_seq, list(self))
 
 
 class Dropout(StepModeMixin, nn.Module):

@@ -26,6 +26,7 @@ from torch import nn
 
 from . import backends
 from .reference import neuron as reference
+from ._bits import mark
 from ._spec import StepModeMixin, make_spec
 from .functional import neuron_multistep
 from .surrogate import Sigmoid, SurrogateFunctionBase
@@ -196,7 +197,7 @@ class BaseNode(StepModeMixin, nn.Module):
             self.neuronal_reset(spike)
             return spike
         spike_seq, self.v = self._run(x.unsqueeze(0), False, "x")
-        return spike_seq[0]
+        return mark(spike_seq[0])
 
     def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         """T steps: ``x_seq [T, N, *]`` -> spikes ``[T, N, *]``; updates ``self.v`` (and ``self.v_seq``)."""

@@ -361,3 +361,27 @@ def test_tiny_run_through_worker_subprocesses(tmp_path):
     assert cli.main(["--from-csv", f"{out / 'results.csv'},{out / 'results.csv'}", "--out", str(tmp_path / "m"),
                      "--no-plots"]) == 0
     assert len(report.read_csv(str(tmp_path / "m" / "results.csv"))) == 2 * len(rows)
+
+
+# ----------------------------------------------------------------------------------------- memory suite
+def test_memory_grid_is_the_issue_models():
+    jobs = suite.jobs(cli.build_config(_args("--device", "cpu", "--grid", "memory")))
+    assert [(j.suite, j.kind, j.shape, j.channels) for j in jobs] == [
+        ("memory", "csnn", (4, 8, 1, 28, 28), 32), ("memory", "sew", (4, 8, 1, 28, 28), 16)]
+    assert jobs[0].modes == ("default", "recompute")
+    assert suite.MEMORY_PROVIDERS["cpu"] == ("fs-native", "sj014-torch", "sj2-auto")
+
+
+def test_worker_measures_memory_modes_in_process(tmp_path):
+    options = {"warmup": 1, "repeats": 2, "min_repeats": 1, "budget_s": 0.01}
+    rows = worker.run_unit(provider("fs-torch"), Job("memory", "csnn", "hard", "fp32", (2, 2, 1, 28, 28), "tiny", 2),
+                           CPU, options)
+    assert [(r["mode"], r["status"]) for r in rows] == [("default", "ok"), ("recompute", "ok")]
+    default, recompute = rows
+    assert recompute["same_grads"] is True and "same_grads" not in default
+    assert 0 < recompute["saved_bytes"] < default["saved_bytes"]
+    assert default["saved_activation_bytes"] <= default["saved_bytes"] and default["ms"] > 0
+    text = report.markdown(report.derive([dict(r, command="x") for r in rows]))
+    assert "## Memory per training step" in text and "| fs-torch | recompute |" in text
+    from fastspike.bench import plots
+    assert [os.path.basename(p) for p in plots.plot(rows, str(tmp_path))] == ["memory.png"]

@@ -3,6 +3,7 @@
     fastspike bench --device cpu --quick --out DIR      # a few minutes on a CPU-only machine
     fastspike bench --device cuda --out DIR --sj014 /tmp/sj014 --sj200 /tmp/sj200 --snntorch /tmp/snn
     fastspike bench --device cuda --grid acceptance ... # what benchmarks/gpu_check.sh judges
+    fastspike bench --device cpu --grid memory --sj200 /tmp/sj200 --out DIR   # bytes kept for backward
 
 Writes ``DIR/results.csv`` (one row per measurement), ``DIR/results.md`` (tables), PNG plots and
 ``DIR/logs/`` (the workers' stderr). ``--from-csv`` rebuilds the markdown and plots from a CSV.
@@ -21,7 +22,7 @@ from . import providers as prov
 from . import plots as plotting
 from . import report, runner, suite
 
-GRIDS = ("full", "quick", "acceptance", "snntorch")
+GRIDS = ("full", "quick", "acceptance", "snntorch", "memory")
 # The compiled loop is left out of --quick and --grid acceptance on CPU unless --providers is given:
 # compiling it once per configuration takes up to two minutes there, several times the rest of the run.
 _CPU_COMPILE_SKIP = ("left out of --quick and --grid acceptance on CPU (compiling the unrolled loop takes tens of "
@@ -48,7 +49,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "--quick; acceptance: the grid and providers benchmarks/gpu_check.sh judges (4 layer "
                         "shapes, LIF and IF, hard reset, fp32 and bf16 on the first shape; tiny shapes on CPU); "
                         "snntorch: snnTorch's Leaky at the seed-000 CSNN's layer shapes (B=128, T=50), "
-                        "fastspike.snntorch's fused sequence against snnTorch's per-step loop")
+                        "fastspike.snntorch's fused sequence against snnTorch's per-step loop; memory: a training "
+                        "step of the seeds' CSNN (T=4, B=8, C=32) and a SEW-ResNet-style stack in the default and "
+                        "recompute memory modes (SpikingJelly 2's memopt), bytes saved for backward, time per "
+                        "step, a plot")
     p.add_argument("--quick", action="store_true",
                    help="--grid quick: LIF and IF, hard reset, fp32, small shapes on CPU (the layer shapes on CUDA)")
     p.add_argument("--out", default="bench-results", help="output folder (default ./bench-results)")
@@ -96,6 +100,8 @@ def build_config(args) -> suite.Config:
         config = suite.quick_config(args.device)
     elif grid == "snntorch":
         config = suite.snntorch_config(args.device)
+    elif grid == "memory":
+        config = suite.memory_config(args.device)
     else:
         config = suite.acceptance_config(args.device)
     for name, valid in (("kinds", suite.KINDS), ("resets", suite.RESETS), ("dtypes", suite.DTYPES)):
@@ -164,6 +170,8 @@ def run(args) -> int:
         names = list(suite.acceptance_providers(args.device))
     elif names is None and _grid(args) == "snntorch":
         names = list(suite.SNNTORCH_PROVIDERS)
+    elif names is None and _grid(args) == "memory":
+        names = list(suite.MEMORY_PROVIDERS[args.device])
     try:
         config = build_config(args)
         chosen = prov.select(names, prov.registry())

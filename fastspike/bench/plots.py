@@ -3,12 +3,14 @@
 - ``speedup_vs_spikingjelly.png``: each fastspike backend over the fastest SpikingJelly provider of each
   layer shape, forward and forward+backward, headline configuration (LIF, hard reset, fp32 when measured).
 - ``time_vs_T.png``: every provider's time over the T sweep, with the copy of the ideal bytes as the floor.
+- ``memory.png``: the memory suite's bytes saved and time per step (:mod:`.memory_report`).
 """
 from __future__ import annotations
 
 import os
 from typing import List, Sequence
 
+from . import memory_report
 from .report import _config_title, _configs, _Index, _neuron_providers, _shapes, copy_equivalent_ms, speedup
 
 
@@ -22,10 +24,11 @@ def plot(rows: Sequence[dict], out_dir: str) -> List[str]:
     except ImportError:
         return []
     rows = list(rows)
+    memory = memory_report.plot(rows, out_dir, plt)
     configs = _configs(rows)
     if not configs:
-        return []
-    idx, written = _Index(rows), []
+        return memory
+    idx, written = _Index(rows), list(memory)
     config = configs[0]
     ours = [p for p in _neuron_providers(idx, rows, config) if not idx.peer.get(p, True)]
     sj = [p for p in idx.providers if p.startswith("sj")]

@@ -68,7 +68,7 @@ class Provider:
 
 def registry() -> List[Provider]:
     """Every provider this version knows, in table order: copy, fastspike's backends, then the peers."""
-    both = ("neuron", "e2e")
+    both = ("neuron", "e2e", "memory")
     made = [Provider("copy", "copy", "clone", "x.clone() of the same tensor: the memory-bound floor",
                      suites=("copy",))]
     made += [Provider(f"fs-{b}", "fastspike", b, f"fastspike backend='{b}'", suites=both)

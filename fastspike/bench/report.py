@@ -13,14 +13,17 @@ import os
 from collections import defaultdict
 from typing import List, Optional, Sequence
 
+from . import memory_report
 from .suite import DTYPES, KINDS, RESETS, SWEEP_LABEL
 
 COLUMNS = ("suite", "label", "provider", "family", "provider_version", "kind", "reset", "dtype", "shape", "T",
            "numel", "mode", "status", "reason", "ms", "p20_ms", "p80_ms", "samples", "spike_rate",
-           "peak_mem_bytes", "saved_bytes", "ideal_bytes", "copy_ms", "gbps", "x_copy", "items_per_s", "load1",
+           "peak_mem_bytes", "saved_bytes", "saved_activation_bytes", "retained_bytes", "same_grads", "note",
+           "ideal_bytes", "copy_ms", "gbps", "x_copy", "items_per_s", "load1",
            "device", "device_name", "threads", "torch", "triton", "fastspike", "commit", "timestamp", "command")
 _FLOATS = {"ms", "p20_ms", "p80_ms", "spike_rate", "copy_ms", "gbps", "x_copy", "items_per_s", "load1"}
-_INTS = {"T", "numel", "samples", "peak_mem_bytes", "saved_bytes", "ideal_bytes", "threads"}
+_INTS = {"T", "numel", "samples", "peak_mem_bytes", "saved_bytes", "saved_activation_bytes", "retained_bytes",
+         "ideal_bytes", "threads"}
 ELEMENT_SIZE = {"fp32": 4, "fp16": 2, "bf16": 2}
 
 
@@ -289,13 +292,15 @@ def markdown(rows: Sequence[dict], notes: Sequence[str] = (), plots: Sequence[st
            f"{first.get('fastspike')}, commit {first.get('commit')}, {first.get('timestamp')} (UTC)",
            "- Peers: " + (", ".join(f"{p} {v}" for p, v in versions.items()) or "none measured"),
            "- Times are medians in ms (p20/p80 in results.csv): `triton.testing.do_bench` on CUDA, consecutive "
-           "calls after warm-up on CPU (glibc malloc thresholds pinned). Cells read `forward (no_grad) / "
-           "forward+backward`; 'copy' is `x.clone()` of the same tensor; neurons are reset after every call.",
-           "- Neurons: threshold 1, v_reset 0 (hard) or soft reset, ATan surrogate (alpha 2), tau 2, "
-           "time-major `[T, N, ...]`, inputs N(0.5, 1.5). snnTorch `Leaky` is the nearest equivalent "
-           "(beta = 1 - 1/tau, no input scaling, its own reset timing): same work, not the same numbers; in the "
-           "LEAKY tables both run snnTorch's Leaky (fastspike.snntorch's fused sequence, snnTorch's per-step "
-           "loop): the same numbers."]
+           "calls after warm-up on CPU (glibc malloc thresholds pinned)."]
+    if any(r["suite"] == "neuron" for r in rows):
+        out += ["- Neuron tables: cells read `forward (no_grad) / forward+backward`; 'copy' is `x.clone()` of the "
+                "same tensor; neurons are reset after every call.",
+                "- Neurons: threshold 1, v_reset 0 (hard) or soft reset, ATan surrogate (alpha 2), tau 2, "
+                "time-major `[T, N, ...]`, inputs N(0.5, 1.5). snnTorch `Leaky` is the nearest equivalent "
+                "(beta = 1 - 1/tau, no input scaling, its own reset timing): same work, not the same numbers; in the "
+                "LEAKY tables both run snnTorch's Leaky (fastspike.snntorch's fused sequence, snnTorch's per-step "
+                "loop): the same numbers."]
     loads = [r["load1"] for r in rows if r.get("load1") is not None]
     if loads:
         out.append(f"- 1-minute load average while measuring: {min(loads):.2f} to {max(loads):.2f} (a load above "
@@ -327,6 +332,7 @@ def markdown(rows: Sequence[dict], notes: Sequence[str] = (), plots: Sequence[st
         out += ["", f"## End-to-end: {e2e['label']} training step, T={t}, B={b}", "",
                 "conv3x3-BN-IF-maxpool x2, Linear-IF, Linear-IF; MSE of the firing rate, SGD. 'amp' autocasts "
                 "to fp16 with a GradScaler on CUDA, bf16 on CPU.", ""] + e2e_table(rows)
+    out += memory_report.markdown(rows)
     problems = defaultdict(int)
     for r in rows:
         if r["status"] != "ok":

@@ -266,7 +266,8 @@ def run(providers: Sequence[Provider], jobs: Sequence[Job], locations: Dict[str,
         row.setdefault("device_name", next(iter(names), ""))
     job_order = {(j.suite, j.kind, j.reset, j.dtype, "x".join(map(str, j.shape))): i for i, j in enumerate(jobs)}
     provider_order = {p.id: i for i, p in enumerate(providers)}
-    mode_order = {m: i for i, m in enumerate(("copy", "forward", "forward+backward", "train_step"))}
+    mode_order = {m: i for i, m in enumerate(("copy", "forward", "forward+backward", "train_step", "default",
+                                              "recompute"))}
     rows.sort(key=lambda r: (job_order.get((r["suite"], r["kind"], r["reset"], r["dtype"], r["shape"]), 0),
                              provider_order.get(r["provider"], 0), mode_order.get(r["mode"], 0)))
     return rows

@@ -66,6 +66,12 @@ ACCEPTANCE_CPU_STANDINS = ("sj014-torch", "sj2-auto")
 SWEEP_LABEL = "T sweep"
 FULL_T_SWEEP = tuple((t, 64, 4096) for t in (4, 8, 16, 32, 64, 128))
 QUICK_T_SWEEP = tuple((t, 16, 1024) for t in (4, 16, 64))
+# The memory suite (fastspike.bench.memory): (model, label, input [T, B, 1, 28, 28], conv width). The CSNN
+# is the issue's T=4, B=8, C=32; the SEW stack has the same input at C=16.
+MEMORY_MODELS = (("csnn", "CSNN C=32", (4, 8, 1, 28, 28), 32), ("sew", "SEW-ResNet-style C=16", (4, 8, 1, 28, 28), 16))
+MEMORY_MODES = ("default", "recompute")
+MEMORY_PROVIDERS = {"cpu": ("fs-native", "sj014-torch", "sj2-auto"),
+                    "cuda": ("fs-native", "fs-triton", "sj014-torch", "sj014-cupy", "sj2-auto")}
 
 
 @dataclass(frozen=True)
@@ -73,9 +79,10 @@ class Job:
     """One input configuration.
 
     ``suite`` is 'neuron' (one neuron layer: modes 'forward' under no_grad and 'forward+backward'),
-    'copy' (``x.clone()`` of the same tensor: mode 'copy') or 'e2e' (one CSNN training step: mode
+    'copy' (``x.clone()`` of the same tensor: mode 'copy'), 'e2e' (one CSNN training step: mode
     'train_step'; ``dtype`` is 'fp32' or 'amp', ``shape`` is the input ``[T, B, 1, 28, 28]`` and
-    ``channels`` the conv width). ``label`` names the shape in tables.
+    ``channels`` the conv width) or 'memory' (a training step of model ``kind`` in modes 'default' and
+    'recompute': :mod:`.memory`). ``label`` names the shape in tables.
     """
 
     suite: str
@@ -88,7 +95,7 @@ class Job:
 
     @property
     def modes(self) -> Tuple[str, ...]:
-        return {"neuron": NEURON_MODES, "copy": ("copy",), "e2e": ("train_step",)}[self.suite]
+        return {"neuron": NEURON_MODES, "copy": ("copy",), "e2e": ("train_step",), "memory": MEMORY_MODES}[self.suite]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -102,7 +109,8 @@ class Job:
 class Config:
     """A run's grid. ``also`` adds ``(dtype, shape label)`` pairs for every kind and reset (a dtype measured
     on some shapes only); ``t_sweep`` shapes run for the first kind/reset/dtype only (LIF, hard, fp32 by
-    default) and feed the time-vs-T plot; ``e2e`` is ``(B, T, C)`` of the CSNN, or None to skip it."""
+    default) and feed the time-vs-T plot; ``e2e`` is ``(B, T, C)`` of the CSNN, or None to skip it;
+    ``memory`` the memory suite's models (:data:`MEMORY_MODELS` entries)."""
 
     shapes: Dict[str, Tuple[int, ...]]
     kinds: Sequence[str] = ("lif", "if", "plif")
@@ -113,6 +121,7 @@ class Config:
     e2e: Tuple[int, int, int] = None
     e2e_precisions: Sequence[str] = E2E_PRECISIONS
     timing: dict = field(default_factory=dict)
+    memory: Sequence[tuple] = ()
 
 
 def full_config() -> Config:
@@ -150,6 +159,12 @@ def acceptance_config(device: str) -> Config:
     return Config(shapes=shapes, kinds=("lif", "if"), resets=("hard",), dtypes=("fp32",),
                   also=(("bf16", next(iter(shapes))),),
                   timing={} if device == "cuda" else {"budget_s": 0.1, "repeats": 20})
+
+
+def memory_config(device: str) -> Config:
+    """The memory report: the seeds' CSNN and a SEW-ResNet-style stack, a training step in each memory mode."""
+    return Config(shapes={}, kinds=(), e2e=None, memory=MEMORY_MODELS,
+                  timing={"budget_s": 2.0, "repeats": 20} if device == "cpu" else {"rep_ms": 100})
 
 
 def parse_shape(text: str) -> Tuple[int, ...]:
@@ -201,4 +216,6 @@ def jobs(config: Config) -> List[Job]:
         for precision in config.e2e_precisions:
             e2e.append(Job("e2e", "if", "hard", precision, (steps, batch, 1, 28, 28), f"CSNN C={channels}",
                            channels))
-    return copies + neuron + e2e
+    memory = [Job("memory", model, "hard", "fp32", shape, label, channels)
+              for model, label, shape, channels in config.memory]
+    return copies + neuron + e2e + memory

@@ -130,6 +130,12 @@ def saved_for_backward(forward: Callable[[], torch.Tensor]):
     distinct storages that the output's graph holds for backward, counted once however many tensors view
     them. Tensors saved by graph pieces the forward discarded are not counted (they are gone by then). The
     input itself counts when it is saved: a network would otherwise free it after the neuron."""
+    out, storages = saved_storages(forward)
+    return out, sum(storages.values())
+
+
+def saved_storages(forward: Callable[[], torch.Tensor]):
+    """``(output, {(device type, data pointer): bytes})`` of the storages :func:`saved_for_backward` counts."""
     saved = []
 
     def pack(t: torch.Tensor):
@@ -144,4 +150,4 @@ def saved_for_backward(forward: Callable[[], torch.Tensor]):
         if t is not None:
             storage = t.untyped_storage()
             storages[(storage.device.type, storage.data_ptr())] = storage.nbytes()
-    return out, sum(storages.values())
+    return out, storages

@@ -284,7 +284,12 @@ def measure_e2e(provider: Provider, job: Job, device: torch.device, options: dic
     yield row
 
 
-MEASURES = {"copy": measure_copy, "neuron": measure_neuron, "e2e": measure_e2e}
+def measure_memory(provider: Provider, job: Job, device: torch.device, options: dict) -> Iterator[dict]:
+    from . import memory
+    return memory.measure(provider, job, device, options, base_row)
+
+
+MEASURES = {"copy": measure_copy, "neuron": measure_neuron, "e2e": measure_e2e, "memory": measure_memory}
 
 
 def _recover(device: torch.device) -> None:
