@@ -180,8 +180,9 @@ def test_torch_compile_fullgraph_keeps_spikes_as_bits(monkeypatch):
 def sj_csnn(c=32):
     sg = sj_surrogate.ATan()
     net = nn.Sequential(
-        sj_layer.Conv2d(1, c, 3, padding=1, bias=False), sj_layer.BatchNorm2d(c), sj_neuron.IFNode(surrogate_function=sg),
-        sj_layer.MaxPool2d(2), sj_layer.Conv2d(c, c, 3, padding=1, bias=False), sj_layer.BatchNorm2d(c),
+        sj_layer.Conv2d(1, c, 3, padding=1, bias=False), sj_layer.BatchNorm2d(c),
+        sj_neuron.IFNode(surrogate_function=sg), sj_layer.MaxPool2d(2),
+        sj_layer.Conv2d(c, c, 3, padding=1, bias=False), sj_layer.BatchNorm2d(c),
         sj_neuron.IFNode(surrogate_function=sg), sj_layer.MaxPool2d(2), sj_layer.Flatten(),
         sj_layer.Linear(c * 49, c * 16, bias=False), sj_neuron.IFNode(surrogate_function=sg),
         sj_layer.Linear(c * 16, 10, bias=False), sj_neuron.IFNode(surrogate_function=sg))
