@@ -33,7 +33,6 @@ template <typename T>
 struct NeuronConsts {
   T v_threshold, v_reset, tau, decay_scale;  // decay_scale: 1 - 1/tau (LIF without decay_input)
   T inv_tau;                                 // 1/tau rounded as torch's CUDA division computes it
-  T dh_dx, dh_dv;                            // charge partials of IF and LIF (PLIF's come from k)
   SurrogateConsts<T> sg;
 };
 
@@ -46,10 +45,6 @@ NeuronConsts<T> make_consts(int mode, double v_threshold, double v_reset, double
   c.tau = static_cast<T>(tau);
   c.decay_scale = static_cast<T>(1.0 - 1.0 / tau);
   c.inv_tau = T(1) / static_cast<T>(tau);
-  const bool lif = mode >= kLifDecayZero && mode <= kLifNoDecay;
-  const bool decay = mode == kLifDecayZero || mode == kLifDecay;
-  c.dh_dx = static_cast<T>(lif && decay ? 1.0 / tau : 1.0);
-  c.dh_dv = static_cast<T>(lif ? 1.0 - 1.0 / tau : 1.0);
   c.sg = sg;
   return c;
 }
@@ -90,31 +85,69 @@ FS_HD T reset(bool hard, const NeuronConsts<T>& c, T h, T s) {
   return hard ? (T(1) - s) * h + s * c.v_reset : h - s * c.v_threshold;
 }
 
-// One reverse step of backpropagation through time. In: dL/ds_t, dL/dv_t (after reset, including the
-// v_seq gradient), h_t. Out: dL/dh_t.
+// The backward is written as autograd evaluates SpikingJelly's graph of the same step, product for product:
+// values agree to rounding, and where one of those products is 0 * Inf (a huge or infinite h) the result is
+// NaN exactly where SpikingJelly's is. In particular a gradient that does not exist in SpikingJelly's graph
+// (dL/dv of the last step when v is unused) is not a zero here, or 0 * Inf would make NaN of it.
+//
+// One reverse step through fire and reset. In: dL/ds_t, dL/dv_t (after reset, including the v_seq
+// gradient; has_grad_v false when there is none), h_t. Out: dL/dh_t.
+//   hard: v = (1 - s) h + s v_reset    soft: v = h - s v_threshold    (s a function of h unless detached)
 template <typename T>
 FS_HD T grad_h_step(int surrogate, bool hard, bool detach_reset, const NeuronConsts<T>& c, T grad_s,
-                    T grad_v, T h) {
+                    T grad_v, T h, bool has_grad_v) {
   const T hm = h - c.v_threshold;
   const T sg = surrogate_grad(surrogate, c.sg, hm);
-  T dv_dh;
+  T direct, grad_s_all = grad_s;
   if (hard) {
-    dv_dh = T(1) - (hm >= T(0) ? T(1) : T(0));
-    if (!detach_reset) dv_dh = dv_dh + (c.v_reset - h) * sg;
+    direct = grad_v * (T(1) - (hm >= T(0) ? T(1) : T(0)));
+    if (!detach_reset) grad_s_all = grad_s + (grad_v * c.v_reset - grad_v * h);
   } else {
-    dv_dh = detach_reset ? T(1) : T(1) - c.v_threshold * sg;
+    direct = grad_v;
+    if (!detach_reset) grad_s_all = grad_s - grad_v * c.v_threshold;
   }
-  return grad_s * sg + grad_v * dv_dh;
+  // Both sides are computed so the CPU loops stay branch-free.
+  const bool masked = surrogate_masked(surrogate, c.sg, hm);
+  const T through_s = masked ? T(0) : grad_s_all * sg, through_s_only = masked ? T(0) : grad_s * sg;
+  return has_grad_v ? direct + through_s : through_s_only;
 }
 
-// dh_t/dk of PLIF given the potential before the charge: decay_input h = v + (x - v_rel) k, so the
-// derivative x - v_rel is recovered as (h - v) / k without keeping x alive for the backward. Its error is
-// about ulp(h) / k, which matters only for k = sigmoid(w) below ~1e-3 (tau above ~1000); k that rounds to
-// 0 contributes 0 (the charge then ignores x) instead of 0/0.
+// The charge's backward, in the form autograd gives each charge expression: with u = dL/dh / tau (LIF,
+// divided as div_tau does, like autograd's DivBackward on this device) or dL/dh * k (PLIF), dL/dx is u where
+// x is scaled (decay_input) and dL/dh where it is not; dL/dv is dL/dh - u where the charge subtracts a scaled
+// v, and dL/dh * m for the forms that multiply v by m = 1 - 1/tau or 1 - k (no decay_input, zero reset;
+// IF: m = 1).
 template <typename T>
-FS_HD T plif_dh_dk(int mode, const NeuronConsts<T>& c, T h, T v_prev, T k) {
-  if (mode == kPlifDecayZero || mode == kPlifDecay) return k == T(0) ? T(0) : (h - v_prev) / k;
-  return mode == kPlifNoDecayZero ? -v_prev : -(v_prev - c.v_reset);
+struct ChargeGrad {
+  T k, m;
+  bool lif, scaled_x, sub;
+};
+
+template <typename T>
+FS_HD ChargeGrad<T> charge_grad(int mode, double tau, T k, T km) {
+  const bool lif = mode >= kLifDecayZero && mode <= kLifNoDecay;
+  switch (mode) {
+    case kIF: return {T(1), T(1), false, false, false};
+    case kLifNoDecayZero: return {k, static_cast<T>(1.0 - 1.0 / tau), true, false, false};
+    case kPlifNoDecayZero: return {k, km, false, false, false};
+    case kLifNoDecay: case kPlifNoDecay: return {k, T(1), lif, false, true};
+    default: return {k, T(1), lif, true, true};
+  }
+}
+
+template <typename T>
+FS_HD void charge_backward(const ChargeGrad<T>& g, const NeuronConsts<T>& c, T grad_h, T& grad_x, T& grad_v) {
+  const T u = g.lif ? div_tau(c, grad_h) : grad_h * g.k;
+  grad_x = g.scaled_x ? u : grad_h;
+  grad_v = g.sub ? grad_h - u : grad_h * g.m;
+}
+
+// dh_t/dk of PLIF, from x_t and the potential before the charge: x - (v - v_reset) with decay_input, else
+// -(v - v_reset) (v - 0 is v exactly, so the zero-reset forms are covered).
+template <typename T>
+FS_HD T plif_dh_dk(bool decay_input, const NeuronConsts<T>& c, T x, T v_prev) {
+  const T v_rel = v_prev - c.v_reset;
+  return decay_input ? x - v_rel : -v_rel;
 }
 
 // Pointers and sizes of one op. Tensors are flat [T, N] in one memory order (the glue guarantees it);
@@ -131,10 +164,11 @@ struct ForwardArgs {
 
 struct BackwardArgs {
   const void* grad_spike; const void* grad_v_last; const void* grad_v_seq; const void* h_seq;
+  const void* x;  // PLIF with decay_input: x_seq, for dL/dk
   const void* v_init; double v_init_value;
   const void* k; const void* km;
   void* grad_x; void* grad_v_init;
-  double* grad_k_partial;  // PLIF: one partial sum of dL/dk per work chunk, summed by the caller
+  double* grad_k_partial;  // PLIF when dL/dk is needed: one partial sum per work chunk, summed by the caller
   int64_t T, N;
   int mode; bool hard; bool detach_reset; int surrogate;
   double v_threshold, v_reset, tau;

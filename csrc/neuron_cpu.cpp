@@ -80,19 +80,21 @@ void forward_typed(const ForwardArgs& a) {
   });
 }
 
-// PLIF: 0 for IF/LIF, 1 for PLIF with decay_input, 2 without (dh/dk has a different form).
+// PLIF: 1 (decay_input) or 2 (without) when dL/dk is summed, else 0 (IF, LIF, or PLIF without grad_k).
 template <typename S, typename T, int PLIF, bool HARD, bool DETACH, int SG>
-FS_CPU_CLONES double backward_chunk(const BackwardArgs& a, const NeuronConsts<T>& c, T k, T km, int64_t j0, int64_t n) {
-  T grad_v[kCpuChunk], v_prev[kCpuChunk];
-  const T* __restrict__ grad_v_last = static_cast<const T*>(a.grad_v_last) + j0;
-  for (int64_t i = 0; i < n; ++i) grad_v[i] = grad_v_last[i];
+FS_CPU_CLONES double backward_chunk(const BackwardArgs& a, const NeuronConsts<T>& c, const ChargeGrad<T>& cg,
+                                    int64_t j0, int64_t n) {
+  T grad_v[kCpuChunk], v_prev[kCpuChunk], x_t[kCpuChunk];
+  const T* __restrict__ grad_v_last = a.grad_v_last ? static_cast<const T*>(a.grad_v_last) + j0 : nullptr;
+  for (int64_t i = 0; i < n; ++i) grad_v[i] = grad_v_last ? grad_v_last[i] : T(0);
   const S* __restrict__ grad_spike = static_cast<const S*>(a.grad_spike) + j0;
   const T* __restrict__ grad_v_seq = a.grad_v_seq ? static_cast<const T*>(a.grad_v_seq) + j0 : nullptr;
   const T* __restrict__ h_seq = static_cast<const T*>(a.h_seq) + j0;
+  const S* __restrict__ x = PLIF == 1 ? static_cast<const S*>(a.x) + j0 : nullptr;
   const T* __restrict__ v_init = a.v_init ? static_cast<const T*>(a.v_init) + j0 : nullptr;
   S* __restrict__ grad_x = static_cast<S*>(a.grad_x) + j0;
-  const T dh_dx = PLIF ? (PLIF == 1 ? k : T(1)) : c.dh_dx;
-  const T dh_dv = PLIF ? km : c.dh_dv;
+  // dL/dv_T exists only when v_last or v_seq has a gradient; every earlier step gets one from the next charge.
+  const bool grad_v_at_end = grad_v_last || grad_v_seq;
   double grad_k = 0.0;
   const int64_t N = a.N;
   int64_t t_end = a.T;  // the steps from t_end on are done
@@ -100,15 +102,17 @@ FS_CPU_CLONES double backward_chunk(const BackwardArgs& a, const NeuronConsts<T>
     // As in the forward: four steps per pass, dL/dv in a register between them.
     for (; t_end >= kCpuSteps; t_end -= kCpuSteps) {
       const int64_t o = (t_end - kCpuSteps) * N;
+      const bool has_v_end = grad_v_at_end || t_end < a.T;
 #pragma omp simd
       for (int64_t i = 0; i < n; ++i) {
         T gv = grad_v[i];
 #pragma GCC unroll 4
         for (int u = kCpuSteps - 1; u >= 0; --u) {
           const T gh = grad_h_step<T>(SG, HARD, DETACH, c, load_input<S, T>(grad_spike, o + u * N + i), gv,
-                                      h_seq[o + u * N + i]);
-          store_rounded<S, T>(grad_x, o + u * N + i, gh * dh_dx);
-          gv = gh * dh_dv;
+                                      h_seq[o + u * N + i], has_v_end || u < kCpuSteps - 1);
+          T gx;
+          charge_backward(cg, c, gh, gx, gv);
+          store_rounded<S, T>(grad_x, o + u * N + i, gx);
         }
         grad_v[i] = gv;
       }
@@ -116,6 +120,7 @@ FS_CPU_CLONES double backward_chunk(const BackwardArgs& a, const NeuronConsts<T>
   }
   for (int64_t t = t_end - 1; t >= 0; --t) {
     const int64_t o = t * a.N;
+    const bool has_v = grad_v_at_end || t < a.T - 1;
     // The optional and PLIF-only inputs are gathered in separate loops so the main one has no branches.
     if (grad_v_seq) {
       for (int64_t i = 0; i < n; ++i) grad_v[i] += grad_v_seq[o + i];
@@ -128,18 +133,17 @@ FS_CPU_CLONES double backward_chunk(const BackwardArgs& a, const NeuronConsts<T>
         } else {
           v_prev[i] = v_init ? v_init[i] : static_cast<T>(a.v_init_value);
         }
+        x_t[i] = PLIF == 1 ? load_input<S, T>(x, o + i) : T(0);
       }
     }
 #pragma omp simd reduction(+ : grad_k)
     for (int64_t i = 0; i < n; ++i) {
-      const T h = h_seq[o + i];
-      const T gh = grad_h_step<T>(SG, HARD, DETACH, c, load_input<S, T>(grad_spike, o + i), grad_v[i], h);
-      store_rounded<S, T>(grad_x, o + i, gh * dh_dx);
-      if (PLIF) {
-        // -(v - v_reset) equals -v exactly when v_reset is 0, so the two no-decay forms share one.
-        grad_k += static_cast<double>(gh * plif_dh_dk<T>(PLIF == 1 ? kPlifDecay : kPlifNoDecay, c, h, v_prev[i], k));
-      }
-      grad_v[i] = gh * dh_dv;
+      const T gh = grad_h_step<T>(SG, HARD, DETACH, c, load_input<S, T>(grad_spike, o + i), grad_v[i],
+                                  h_seq[o + i], has_v);
+      T gx;
+      charge_backward(cg, c, gh, gx, grad_v[i]);
+      store_rounded<S, T>(grad_x, o + i, gx);
+      if (PLIF) grad_k += static_cast<double>(gh * plif_dh_dk<T>(PLIF == 1, c, x_t[i], v_prev[i]));
     }
   }
   T* __restrict__ grad_v_init = static_cast<T*>(a.grad_v_init) + j0;
@@ -151,17 +155,18 @@ template <typename S, typename T>
 void backward_typed(const BackwardArgs& a) {
   const NeuronConsts<T> c = make_consts<T>(a.mode, a.v_threshold, a.v_reset, a.tau,
                                              make_surrogate_consts<T>(a.sg_alpha, a.sg_a, a.sg_b));
-  const T k = load_scalar<T>(a.k), km = load_scalar<T>(a.km);
+  const ChargeGrad<T> cg = charge_grad<T>(a.mode, a.tau, load_scalar<T>(a.k), load_scalar<T>(a.km));
   // SpikingJelly's surrogates only (fastspike.surrogate; neuron_ops.cpp refuses the others): each one is a
   // clone of every backward loop.
   dispatch_int(a.surrogate, std::make_integer_sequence<int, kNumNeuronSurrogates>{}, [&](auto sg) {
-    const int plif = !is_plif(a.mode) ? 0 : (a.mode == kPlifDecayZero || a.mode == kPlifDecay) ? 1 : 2;
+    const bool decay = a.mode == kPlifDecayZero || a.mode == kPlifDecay;
+    const int plif = !a.grad_k_partial ? 0 : decay ? 1 : 2;
     dispatch_int(plif, std::integer_sequence<int, 0, 1, 2>{}, [&](auto plif) {
       dispatch_bool(a.hard, [&](auto hard) {
         dispatch_bool(a.detach_reset, [&](auto detach) {
           for_each_chunk(a.T, a.N, [&](int64_t ch, int64_t j0, int64_t n) {
             const double gk = backward_chunk<S, T, decltype(plif)::value, decltype(hard)::value,
-                                             decltype(detach)::value, decltype(sg)::value>(a, c, k, km, j0, n);
+                                             decltype(detach)::value, decltype(sg)::value>(a, c, cg, j0, n);
             if (a.grad_k_partial) a.grad_k_partial[ch] = gk;
           });
         });

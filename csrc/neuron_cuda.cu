@@ -48,21 +48,24 @@ __global__ void __launch_bounds__(kThreads) neuron_fwd_kernel(const ForwardArgs 
 template <typename S, typename T, int VEC>
 __global__ void __launch_bounds__(kThreads) neuron_bwd_kernel(const BackwardArgs a, const NeuronConsts<T> c) {
   const int64_t j = (static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x) * VEC;
-  const bool plif = is_plif(a.mode);
+  // dL/dk is summed only when asked for; PLIF with decay_input then reads x_t.
+  const bool plif = a.grad_k_partial != nullptr;
+  const bool decay = a.mode == kPlifDecayZero || a.mode == kPlifDecay;
   double grad_k = 0.0;
   if (j < a.N) {
-    const T k = load_scalar<T>(a.k), km = load_scalar<T>(a.km);
-    const bool decay = a.mode == kPlifDecayZero || a.mode == kPlifDecay;
-    const T dh_dx = plif ? (decay ? k : T(1)) : c.dh_dx;
-    const T dh_dv = plif ? km : c.dh_dv;
+    const ChargeGrad<T> cg = charge_grad<T>(a.mode, a.tau, load_scalar<T>(a.k), load_scalar<T>(a.km));
+    // dL/dv_T exists only when v_last or v_seq has a gradient; every earlier step gets one from the next charge.
+    const bool grad_v_at_end = a.grad_v_last || a.grad_v_seq;
     T grad_v[VEC];
-    const Pack<T, VEC> gl = load<T, VEC>(a.grad_v_last, j);
+    Pack<T, VEC> gl;
+    if (a.grad_v_last) gl = load<T, VEC>(a.grad_v_last, j);
 #pragma unroll
-    for (int i = 0; i < VEC; ++i) grad_v[i] = gl.v[i];
+    for (int i = 0; i < VEC; ++i) grad_v[i] = a.grad_v_last ? gl.v[i] : T(0);
     // h of step t-1 is loaded one iteration early: PLIF needs it for v_{t-1}, and every kind reads it next.
     Pack<T, VEC> h = load<T, VEC>(a.h_seq, (a.T - 1) * a.N + j);
     for (int64_t t = a.T - 1; t >= 0; --t) {
       const int64_t o = t * a.N + j;
+      const bool has_v = grad_v_at_end || t < a.T - 1;
       Pack<T, VEC> hp;
       if (t > 0) {
         hp = load<T, VEC>(a.h_seq, o - a.N);
@@ -72,18 +75,23 @@ __global__ void __launch_bounds__(kThreads) neuron_bwd_kernel(const BackwardArgs
       const Pack<S, VEC> gs = load<S, VEC>(a.grad_spike, o);
       Pack<T, VEC> gvs;
       if (a.grad_v_seq) gvs = load<T, VEC>(a.grad_v_seq, o);
+      Pack<S, VEC> xs;
+      if (plif && decay) xs = load<S, VEC>(a.x, o);
       Pack<S, VEC> gx;
 #pragma unroll
       for (int i = 0; i < VEC; ++i) {
         const T gv = a.grad_v_seq ? grad_v[i] + gvs.v[i] : grad_v[i];
-        const T gh = grad_h_step<T>(a.surrogate, a.hard, a.detach_reset, c, to_state(gs.v[i], T(0)), gv, h.v[i]);
-        gx.v[i] = from_state<S>(gh * dh_dx);
+        const T gh = grad_h_step<T>(a.surrogate, a.hard, a.detach_reset, c, to_state(gs.v[i], T(0)), gv, h.v[i],
+                                    has_v);
+        T gxi;
+        charge_backward(cg, c, gh, gxi, grad_v[i]);
+        gx.v[i] = from_state<S>(gxi);
         if (plif) {
           const T v_prev = t > 0 ? reset(a.hard, c, hp.v[i], fire(c, hp.v[i]))
                                  : (a.v_init ? hp.v[i] : static_cast<T>(a.v_init_value));
-          grad_k += static_cast<double>(gh * plif_dh_dk<T>(a.mode, c, h.v[i], v_prev, k));
+          const T x = decay ? to_state(xs.v[i], T(0)) : T(0);
+          grad_k += static_cast<double>(gh * plif_dh_dk<T>(decay, c, x, v_prev));
         }
-        grad_v[i] = gh * dh_dv;
       }
       store<S, VEC>(a.grad_x, o, gx);
       if (t > 0) h = hp;
@@ -106,7 +114,8 @@ int forward_vec(const ForwardArgs& a) {
 
 template <typename S, typename T>
 int backward_vec(const BackwardArgs& a) {
-  return pick_vec<S, T>(a.N, {a.grad_spike, a.grad_x}, {a.grad_v_last, a.grad_v_seq, a.h_seq, a.v_init, a.grad_v_init});
+  return pick_vec<S, T>(a.N, {a.grad_spike, a.grad_x, a.x},
+                        {a.grad_v_last, a.grad_v_seq, a.h_seq, a.v_init, a.grad_v_init});
 }
 
 template <typename S, typename T>

@@ -108,12 +108,17 @@ void neuron_forward(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
 void neuron_backward(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   OpArgs args(op, stack);
   const NeuronParams p = read_params(args);
-  const at::Tensor grad_spike_seq = args.tensor("grad_spike_seq"), grad_v_last = args.tensor("grad_v_last");
-  const at::Tensor h_seq = args.tensor("h_seq");
+  const at::Tensor grad_spike_seq = args.tensor("grad_spike_seq"), h_seq = args.tensor("h_seq");
+  const std::optional<at::Tensor> grad_v_last = args.optional_tensor("grad_v_last");
   const std::optional<at::Tensor> grad_v_seq = args.optional_tensor("grad_v_seq");
+  const std::optional<at::Tensor> x_seq = args.optional_tensor("x_seq");
   const std::optional<at::Tensor> v_init = args.optional_tensor("v_init");
+  const bool need_grad_k = is_plif(p.mode) && args.flag("need_grad_k");
+  const bool decay = p.mode == kPlifDecayZero || p.mode == kPlifDecay;
   TORCH_CHECK(h_seq.dim() >= 2 && h_seq.sizes() == grad_spike_seq.sizes(),
               "fastspike: the backward needs the h sequence saved by a forward with save_h=True");
+  TORCH_CHECK(!(need_grad_k && decay) || x_seq.has_value(),
+              "fastspike: PLIF's grad_w with decay_input needs the x sequence saved by the forward");
   check_time_major(h_seq, "h_seq");
   const at::ScalarType state = h_seq.scalar_type();
   const int dtype = dtype_case(grad_spike_seq.scalar_type(), state);
@@ -121,15 +126,17 @@ void neuron_backward(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   check_like(grad_spike_seq, h_seq, grad_spike_seq.scalar_type(), "grad_spike_seq");
   check_like(grad_v_last, step, state, "grad_v_last");
   check_like(grad_v_seq, h_seq, state, "grad_v_seq");
+  check_like(x_seq, h_seq, grad_spike_seq.scalar_type(), "x_seq");
   check_like(v_init, step, state, "v_init");
   auto [kf, km] = plif_scalars(p.mode, args.optional_tensor("k"), h_seq, state);
 
   at::Tensor grad_x = at::empty_like(h_seq, grad_spike_seq.options());
   at::Tensor grad_v_init = at::empty_like(step);
   BackwardArgs a{};
-  a.grad_spike = grad_spike_seq.data_ptr(); a.grad_v_last = grad_v_last.data_ptr();
+  a.grad_spike = grad_spike_seq.data_ptr(); a.grad_v_last = ptr_or_null(grad_v_last);
   a.grad_v_seq = ptr_or_null(grad_v_seq);
   a.h_seq = h_seq.data_ptr();
+  a.x = need_grad_k && decay ? ptr_or_null(x_seq) : nullptr;
   a.v_init = ptr_or_null(v_init);
   a.v_init_value = args.real("v_init_value");
   a.k = ptr_or_null(kf); a.km = ptr_or_null(km);
@@ -141,7 +148,7 @@ void neuron_backward(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
 
   const bool cuda = h_seq.is_cuda();
   at::Tensor partials;
-  if (is_plif(p.mode)) {
+  if (need_grad_k) {
     int64_t blocks = cpu_num_chunks(a.N);
 #ifdef FASTSPIKE_WITH_CUDA
     if (cuda) blocks = cuda_backward_blocks(a, dtype);
@@ -160,7 +167,7 @@ void neuron_backward(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
     }
   }
   at::Tensor grad_k;
-  if (!is_plif(p.mode)) {
+  if (!need_grad_k) {
     grad_k = at::empty({0}, h_seq.options());
   } else if (cuda) {
     grad_k = partials.sum().to(state);

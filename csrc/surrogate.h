@@ -130,4 +130,11 @@ FS_HD T surrogate_grad(int kind, const SurrogateConsts<T>& c, T x) {
   }
 }
 
+// Whether g'(x) is a mask rather than a product: SpikingJelly's piecewise quadratic backward fills
+// grad_out * g'(x) with 0 where |x| > 1/alpha, so an Inf or NaN incoming gradient gives 0 there, not NaN.
+template <typename T>
+FS_HD bool surrogate_masked(int kind, const SurrogateConsts<T>& c, T x) {
+  return kind == kPiecewiseQuadratic && (x < T(0) ? -x : x) > c.b;
+}
+
 }  // namespace fastspike

@@ -118,11 +118,15 @@ NEURON_FORWARD = OpSignature(
     (("x_seq", "Tensor"), ("v_init", "Tensor?"), ("k", "Tensor?"), ("v_init_value", "float"),
      ("store_v_seq", "bool"), ("save_h", "bool")),
     NeuronParams, ("spike_seq", "v_last", "v_seq", "h_seq"))
+# grad_v_last is None when v_last has no gradient (as in SpikingJelly's graph, not a zero: see csrc/neuron.h).
+# need_grad_k: PLIF's dL/dk is computed (else grad_k is empty); with decay_input it reads x_seq.
 NEURON_BACKWARD = OpSignature(
     "neuron_backward",
-    (("grad_spike_seq", "Tensor"), ("grad_v_last", "Tensor"), ("grad_v_seq", "Tensor?"), ("h_seq", "Tensor"),
-     ("v_init", "Tensor?"), ("k", "Tensor?"), ("v_init_value", "float")),
+    (("grad_spike_seq", "Tensor"), ("grad_v_last", "Tensor?"), ("grad_v_seq", "Tensor?"), ("h_seq", "Tensor"),
+     ("x_seq", "Tensor?"), ("v_init", "Tensor?"), ("k", "Tensor?"), ("v_init_value", "float"),
+     ("need_grad_k", "bool")),
     NeuronParams, ("grad_x_seq", "grad_v_init", "grad_k"))
+
 
 @dataclasses.dataclass(frozen=True)
 class LeakyParams:

@@ -44,8 +44,11 @@ def time_major_dense(x: torch.Tensor) -> torch.Tensor:
 
 def in_order_of(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """``t`` (same shape as ``like``) with its elements in ``like``'s memory order; a copy only if needed."""
-    if t.stride() == like.stride() or all(
-            size == 1 or a == b for size, a, b in zip(t.shape, t.stride(), like.stride())):
+    # Under Dynamo a carried state's strides can be SymInts that Dynamo cannot read back as constants
+    # (torch.compile fails on the second call); there the copy is made unconditionally, which Inductor can
+    # elide, and is value-preserving either way.
+    if not torch.compiler.is_compiling() and (t.stride() == like.stride() or all(
+            size == 1 or a == b for size, a, b in zip(t.shape, t.stride(), like.stride()))):
         if is_dense(t):
             return t
     return torch.empty_like(like, dtype=t.dtype).copy_(t)

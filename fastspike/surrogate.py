@@ -1,7 +1,8 @@
 """Surrogate gradients: a Heaviside step forward, a smooth derivative backward.
 
 Calling a surrogate ``sg(x)`` returns ``(x >= 0)`` in ``x``'s dtype; its backward multiplies the incoming
-gradient by ``sg.derivative(x)``. Neurons call it on ``h - v_threshold``.
+gradient by ``sg.derivative(x)`` (:meth:`SurrogateFunctionBase.grad_input`; PiecewiseQuadratic, a mask in
+SpikingJelly, fills that product with 0 outside its window). Neurons call it on ``h - v_threshold``.
 
 The derivatives follow SpikingJelly's ``activation_based.surrogate`` (same defaults, same formulas; 0.0.0.0.14
 for all but :class:`SuperSpike`, which only SpikingJelly 2.0 has) and, for :class:`FastSigmoid`, snnTorch's
@@ -43,7 +44,7 @@ def heaviside(x: torch.Tensor) -> torch.Tensor:
 
 
 class SurrogateSpike(torch.autograd.Function):
-    """``surrogate.fire(x)`` forward, ``grad * surrogate.derivative(x)`` backward: the spike function of
+    """``surrogate.fire(x)`` forward, ``surrogate.grad_input(grad, x)`` backward: the spike function of
     both APIs' surrogate objects (SpikingJelly's fire at ``x >= 0``, snnTorch's at ``x > 0``)."""
 
     @staticmethod
@@ -55,7 +56,7 @@ class SurrogateSpike(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_spike):
         (x,) = ctx.saved_tensors
-        return grad_spike * ctx.surrogate.derivative(x), None
+        return ctx.surrogate.grad_input(grad_spike, x), None
 
 
 class SurrogateFunctionBase(nn.Module):
@@ -98,6 +99,12 @@ class SurrogateFunctionBase(nn.Module):
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
         """The surrogate derivative ``g'(x)``, elementwise, in ``x``'s dtype."""
         raise NotImplementedError
+
+    def grad_input(self, grad_spike: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``dL/dx`` from ``dL/dspike``: ``grad_spike * g'(x)``, or, for a surrogate that SpikingJelly
+        writes as a mask, that product filled with 0 where the mask holds (then an Inf or NaN ``grad_spike``
+        there gives 0, as in SpikingJelly)."""
+        return grad_spike * self.derivative(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return SurrogateSpike.apply(x, self)
@@ -142,6 +149,10 @@ class PiecewiseQuadratic(SurrogateFunctionBase):
     def derivative(self, x):
         x_abs = x.abs()
         return (-self.alpha ** 2 * x_abs + self.alpha).masked_fill(x_abs > 1 / self.alpha, 0)
+
+    def grad_input(self, grad_spike, x):
+        x_abs = x.abs()
+        return (grad_spike * (-self.alpha ** 2 * x_abs + self.alpha)).masked_fill(x_abs > 1 / self.alpha, 0)
 
 
 class PiecewiseExp(SurrogateFunctionBase):

@@ -1,4 +1,8 @@
 """Assertions and marks shared by the test modules."""
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -33,3 +37,21 @@ def weights_like(t: torch.Tensor, seed: int) -> torch.Tensor:
     """Fixed pseudo-random loss weights so every output element gets a distinct gradient."""
     g = torch.Generator().manual_seed(seed)
     return torch.randn(t.shape, generator=g, dtype=torch.float64).to(device=t.device, dtype=t.dtype)
+
+
+def run_under_triton_interpreter(test_file: str) -> None:
+    """Re-run the module ``test_file`` in a child pytest with TRITON_INTERPRET=1, which must be set before
+    Triton kernels are defined and must not leak into the modules that expect Triton to be unavailable on
+    CPU; skips where Triton cannot load at all, and fails with the child's output."""
+    from fastspike import triton_kernels
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        pytest.skip("this process is the interpreter run")
+    if triton_kernels._load()[1] is not None:
+        pytest.skip(triton_kernels._load()[1])
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W",
+                             "ignore::pytest.PytestUnraisableExceptionWarning", os.path.abspath(test_file)],
+                            cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    assert " passed" in result.stdout and " failed" not in result.stdout

@@ -124,10 +124,12 @@ def forward_args(x_seq, v_init=None, k=None, v_init_value=0.0, store_v_seq=False
                                store_v_seq=store_v_seq, save_h=save_h)
 
 
-def backward_args(grad_spike_seq, grad_v_last, grad_v_seq, h_seq, v_init=None, k=None, v_init_value=0.0, **params):
+def backward_args(grad_spike_seq, grad_v_last, grad_v_seq, h_seq, v_init=None, k=None, v_init_value=0.0, x_seq=None,
+                  need_grad_k=False, **params):
     """The arguments of a neuron backward op call, by name."""
     return NEURON_BACKWARD.pack(neuron_params(**params), grad_spike_seq=grad_spike_seq, grad_v_last=grad_v_last,
-                                grad_v_seq=grad_v_seq, h_seq=h_seq, v_init=v_init, k=k, v_init_value=v_init_value)
+                                grad_v_seq=grad_v_seq, h_seq=h_seq, x_seq=x_seq, v_init=v_init, k=k,
+                                v_init_value=v_init_value, need_grad_k=need_grad_k)
 
 
 def skip_unless_available(backend, device_type):
@@ -201,8 +203,8 @@ class CpuKernelChecks:
 
     @pytest.mark.parametrize("w_value", [-5.0, -120.0])
     def test_plif_small_k_gradient(self, w_value):
-        # grad_w recovers x - v from (h - v) / k; at k ~ 7e-3 that is still accurate, and a k that rounds
-        # to 0 gives 0 (the reference's value), not 0/0.
+        # grad_w reads the saved x, so a small k (~7e-3) costs no accuracy, and a k that rounds to 0 gives 0
+        # (the reference's value: grad_k k (1 - k)).
         x, v_init, _ = inputs((6, 2, 300), torch.float32, "cpu", seed=13)
         case = ("plif", 0.0, True, False, surrogate.ATan())
         w = torch.tensor(w_value)
@@ -307,9 +309,11 @@ class CpuKernelChecks:
             for save_h in (False, True):
                 torch.library.opcheck(forward, forward_args(x.clone().requires_grad_(save_h), v_init, kk, 0.1,
                                                             store_v_seq=True, save_h=save_h, kind=kind))
-            torch.library.opcheck(backward, backward_args(
-                torch.randn(3, 2, 5), torch.randn(2, 5), torch.randn(3, 2, 5), torch.randn(3, 2, 5), v_init, kk, 0.1,
-                kind=kind, v_reset=None, decay_input=False, detach_reset=True, surrogate="sigmoid"))
+            for grad_v_last, decay in ((torch.randn(2, 5), False), (None, True)):
+                torch.library.opcheck(backward, backward_args(
+                    torch.randn(3, 2, 5), grad_v_last, torch.randn(3, 2, 5), torch.randn(3, 2, 5), v_init, kk, 0.1,
+                    x_seq=x, need_grad_k=kk is not None, kind=kind, v_reset=None, decay_input=decay,
+                    detach_reset=True, surrogate="sigmoid"))
 
     def test_direct_op_call_checks_inputs(self):
         op = getattr(torch.ops.fastspike, self.forward_op).default

@@ -16,7 +16,7 @@ import torch
 import fastspike
 from fastspike import backends, functional, neuron, surrogate, triton_kernels
 from fastspike._contract import NEURON_BACKWARD, NEURON_FORWARD
-from helpers import assert_bitwise_equal, gpu_test
+from helpers import assert_bitwise_equal, gpu_test, run_under_triton_interpreter
 from kernel_checks import (DTYPES, CpuKernelChecks, CudaKernelChecks, assert_matches_reference, case_id,
                            forward_args, grid, inputs, run)
 from leaky_checks import LeakyChecks
@@ -32,17 +32,7 @@ cuda_only = gpu_test(pytest.mark.skipif(
 
 
 def test_interpreter_suite():
-    if INTERPRET:
-        pytest.skip("this process is the interpreter run")
-    if triton_kernels._load()[1] is not None:
-        pytest.skip(triton_kernels._load()[1])
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W",
-                             "ignore::pytest.PytestUnraisableExceptionWarning", os.path.abspath(__file__)],
-                            cwd=root, env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
-    assert " passed" in result.stdout and " failed" not in result.stdout
+    run_under_triton_interpreter(__file__)
 
 
 def test_cpu_without_interpreter_is_unavailable_with_a_remedy(fresh_backend_cache):

@@ -137,6 +137,16 @@ def surrogate_grad(x, alpha, sg_a, sg_b, SURROGATE: tl.constexpr, PTX: tl.conste
     return g
 
 
+@triton.jit
+def surrogate_masked(x, sg_b, SURROGATE: tl.constexpr):
+    # csrc/surrogate.h, surrogate_masked: where SpikingJelly masks grad_out * g'(x) to 0 instead of multiplying
+    if SURROGATE == SG_PIECEWISE_QUADRATIC:
+        m = tl.abs(x) > sg_b
+    else:
+        m = tl.zeros_like(x) != 0.0
+    return m
+
+
 INTERPRETED = isinstance(mul_rn, InterpretedFunction)
 STATE_DTYPE = torch.float32
 INPUT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)

@@ -26,7 +26,7 @@ from .. import _ops
 from .._contract import NEURON_BACKWARD, NEURON_FORWARD, SURROGATES
 from .common import (INPUT_DTYPES, INTERPRETED, STATE_DTYPE, check_like, check_surrogate, check_time_major, config,
                      device_guard, f32, initial_state, launcher, mul_rn, narrow, register_ops,
-                     surrogate_grad, widen)
+                     surrogate_grad, surrogate_masked, widen)
 
 _IF = tl.constexpr(0)
 _LIF = tl.constexpr(1)
@@ -136,33 +136,60 @@ def _neuron_fwd_kernel(x_ptr, v_init_ptr, k_ptr, spike_ptr, v_last_ptr, v_seq_pt
     tl.store(v_last_ptr + offs, v, mask=mask)
 
 
+@triton.jit
+def _grad_h(grad_s, grad_v, h, v_threshold, v_reset, alpha, sg_a, sg_b, HAS_GRAD_V, HARD: tl.constexpr,
+            DETACH_RESET: tl.constexpr, SURROGATE: tl.constexpr, PTX: tl.constexpr):
+    # dL/dh through fire and reset, product for product as autograd on SpikingJelly's graph (csrc/neuron.h,
+    # grad_h_step); without dL/dv (the last step when v has no gradient) only dL/ds g' exists.
+    hm = h - v_threshold
+    sg = surrogate_grad(hm, alpha, sg_a, sg_b, SURROGATE, PTX)
+    if HARD:
+        direct = mul_rn(grad_v, 1.0 - tl.where(hm >= 0.0, 1.0, 0.0), PTX)
+        if DETACH_RESET:
+            grad_s_all = grad_s
+        else:
+            grad_s_all = grad_s + (mul_rn(grad_v, tl.zeros_like(h) + v_reset, PTX) - mul_rn(grad_v, h, PTX))
+    else:
+        direct = grad_v
+        if DETACH_RESET:
+            grad_s_all = grad_s
+        else:
+            grad_s_all = grad_s - mul_rn(grad_v, tl.zeros_like(h) + v_threshold, PTX)
+    masked = surrogate_masked(hm, sg_b, SURROGATE)
+    through_s = tl.where(masked, 0.0, mul_rn(grad_s_all, sg, PTX))
+    return tl.where(HAS_GRAD_V, direct + through_s, tl.where(masked, 0.0, mul_rn(grad_s, sg, PTX)))
+
+
 @triton.jit(do_not_specialize=["T"])
-def _neuron_bwd_kernel(grad_spike_ptr, grad_v_last_ptr, grad_v_seq_ptr, h_seq_ptr, v_init_ptr, k_ptr, grad_x_ptr,
-                       grad_v_init_ptr, grad_k_partial_ptr, T, N, v_init_value, v_threshold, v_reset, dh_dx,
-                       dh_dv, alpha, sg_a, sg_b, KIND: tl.constexpr, DECAY: tl.constexpr,
+def _neuron_bwd_kernel(grad_spike_ptr, grad_v_last_ptr, grad_v_seq_ptr, h_seq_ptr, x_ptr, v_init_ptr, k_ptr,
+                       grad_x_ptr, grad_v_init_ptr, grad_k_partial_ptr, T, N, v_init_value, v_threshold, v_reset,
+                       tau, inv_tau, decay_scale, alpha, sg_a, sg_b, KIND: tl.constexpr, DECAY: tl.constexpr,
                        ZERO_RESET: tl.constexpr, HARD: tl.constexpr, DETACH_RESET: tl.constexpr,
-                       SURROGATE: tl.constexpr, HAS_V_INIT: tl.constexpr, HAS_GRAD_V_SEQ: tl.constexpr,
+                       SURROGATE: tl.constexpr, HAS_V_INIT: tl.constexpr, HAS_GRAD_V_LAST: tl.constexpr,
+                       HAS_GRAD_V_SEQ: tl.constexpr, NEED_GRAD_K: tl.constexpr, TAU_RECIPROCAL: tl.constexpr,
                        PTX: tl.constexpr, BLOCK: tl.constexpr):
     """Backpropagation through time over BLOCK neurons per program, t = T-1 .. 0, from the saved h [T, N]
-    (fp32) and grad_spike [T, N] (input dtype), plus grad_v_seq [T, N] when HAS_GRAD_V_SEQ; writes grad_x
-    (grad_spike's dtype), grad_v_init [N] and, for PLIF, this program's fp64 partial sum of dL/dk."""
+    (fp32) and grad_spike [T, N] (input dtype), plus grad_v_last [N] / grad_v_seq [T, N] when given; writes
+    grad_x (grad_spike's dtype), grad_v_init [N] and, when NEED_GRAD_K (PLIF), this program's fp64 partial
+    sum of dL/dk, reading x [T, N] (input dtype) with decay_input. The charge's backward is autograd's on
+    the table's expression (csrc/neuron.h, charge_backward)."""
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < N
     v_threshold, v_reset = tl.cast(v_threshold, tl.float32), tl.cast(v_reset, tl.float32)
     alpha, sg_a, sg_b = tl.cast(alpha, tl.float32), tl.cast(sg_a, tl.float32), tl.cast(sg_b, tl.float32)
+    tau, inv_tau = tl.cast(tau, tl.float32), tl.cast(inv_tau, tl.float32)
     if KIND == _PLIF:
         k_raw = tl.load(k_ptr)
         k = widen(k_raw)
-        if DECAY:
-            dx_scale = k
-        else:
-            dx_scale = tl.full([], 1.0, tl.float32)
-        dv_scale = _one_minus(k_raw)
+        km = _one_minus(k_raw)
     else:
-        dx_scale = tl.cast(dh_dx, tl.float32)
-        dv_scale = tl.cast(dh_dv, tl.float32)
+        k = tl.full([], 1.0, tl.float32)
+        km = tl.cast(decay_scale, tl.float32)
     v0 = initial_state(v_init_ptr, v_init_value, offs, mask, HAS_V_INIT, BLOCK)
-    grad_v = tl.load(grad_v_last_ptr + offs, mask=mask, other=0.0)
+    if HAS_GRAD_V_LAST:
+        grad_v = tl.load(grad_v_last_ptr + offs, mask=mask, other=0.0)
+    else:
+        grad_v = tl.zeros([BLOCK], tl.float32)
     grad_k = tl.zeros([BLOCK], tl.float64)
     h = tl.load(h_seq_ptr + tl.cast(T - 1, tl.int64) * N + offs, mask=mask, other=0.0)
     for i in range(T):
@@ -173,33 +200,34 @@ def _neuron_bwd_kernel(grad_spike_ptr, grad_v_last_ptr, grad_v_seq_ptr, h_seq_pt
         grad_s = widen(tl.load(grad_spike_ptr + o, mask=mask, other=0.0))
         if HAS_GRAD_V_SEQ:
             grad_v = grad_v + tl.load(grad_v_seq_ptr + o, mask=mask, other=0.0)
-        hm = h - v_threshold
-        sg = surrogate_grad(hm, alpha, sg_a, sg_b, SURROGATE, PTX)
-        if HARD:
-            dv_dh = 1.0 - tl.where(hm >= 0.0, 1.0, 0.0)
-            if not DETACH_RESET:
-                dv_dh = dv_dh + (v_reset - h) * sg
-            grad_h = grad_s * sg + grad_v * dv_dh
-        elif DETACH_RESET:
-            grad_h = grad_s * sg + grad_v
+        has_grad_v = (i > 0) | HAS_GRAD_V_LAST | HAS_GRAD_V_SEQ
+        grad_h = _grad_h(grad_s, grad_v, h, v_threshold, v_reset, alpha, sg_a, sg_b, has_grad_v, HARD,
+                         DETACH_RESET, SURROGATE, PTX)
+        if KIND == _LIF:
+            u = _by_tau(grad_h, tau, inv_tau, TAU_RECIPROCAL, PTX)
         else:
-            grad_h = grad_s * sg + grad_v * (1.0 - v_threshold * sg)
-        tl.store(grad_x_ptr + o, narrow(grad_h * dx_scale, grad_x_ptr.dtype.element_ty), mask=mask)
-        if KIND == _PLIF:
+            u = mul_rn(grad_h, tl.zeros_like(grad_h) + k, PTX)
+        if KIND != _IF and DECAY:
+            grad_x = u
+        else:
+            grad_x = grad_h
+        tl.store(grad_x_ptr + o, narrow(grad_x, grad_x_ptr.dtype.element_ty), mask=mask)
+        if NEED_GRAD_K:
             v_prev = tl.where(t > 0, _reset(h_prev, _fire(h_prev, v_threshold), v_threshold, v_reset, HARD), v0)
-            # decay_input: h = v + (x - v_rel) k, so dh/dk = x - v_rel = (h - v) / k without keeping x. A k
-            # that underflowed to 0 gets 0, not 0/0: grad_w = grad_k k (1 - k) is 0 then, as in the reference.
             if DECAY:
-                dh_dk = tl.where(k != 0.0, tl.div_rn(h - v_prev, tl.zeros_like(h) + k), 0.0)
-            elif ZERO_RESET:
-                dh_dk = -v_prev
+                dh_dk = widen(tl.load(x_ptr + o, mask=mask, other=0.0)) - (v_prev - v_reset)
             else:
                 dh_dk = -(v_prev - v_reset)
-            grad_k += tl.where(mask, (grad_h * dh_dk).to(tl.float64), 0.0)
-        grad_v = grad_h * dv_scale
+            grad_k += tl.where(mask, mul_rn(grad_h, dh_dk, PTX).to(tl.float64), 0.0)
+        if KIND == _IF:
+            grad_v = grad_h
+        elif not DECAY and ZERO_RESET:
+            grad_v = mul_rn(grad_h, tl.zeros_like(grad_h) + km, PTX)
+        else:
+            grad_v = grad_h - u
         h = h_prev
     tl.store(grad_v_init_ptr + offs, grad_v, mask=mask)
-    if KIND == _PLIF:
+    if NEED_GRAD_K:
         tl.store(grad_k_partial_ptr + tl.program_id(0), tl.sum(grad_k, axis=0))
 
 
@@ -253,29 +281,32 @@ def _backward(*args, **kwargs):
     check_like(a.grad_v_last, step, STATE_DTYPE, "grad_v_last")
     check_like(a.grad_v_seq, h_seq, STATE_DTYPE, "grad_v_seq")
     check_like(a.v_init, step, STATE_DTYPE, "v_init")
+    check_like(a.x_seq, h_seq, grad_spike_seq.dtype, "x_seq")
     _check_params(p, a.k, h_seq)
-    plif = p.kind == "plif"
+    need_grad_k = p.kind == "plif" and a.need_grad_k
+    if need_grad_k and p.decay_input and a.x_seq is None:
+        raise RuntimeError("fastspike: PLIF's grad_w with decay_input needs the x sequence saved by the forward")
     grad_x_seq, grad_v_init, grad_k = _neuron_ops.backward_outputs(a)
     n = step.numel()
     block, warps = config(n)
     programs = triton.cdiv(n, block)
     # One fp64 partial sum of dL/dk per program, added up by torch in a fixed order: deterministic.
-    partials = h_seq.new_empty((programs,), dtype=torch.float64) if plif else None
+    partials = h_seq.new_empty((programs,), dtype=torch.float64) if need_grad_k else None
     if n > 0:
-        lif = p.kind == "lif"
         with device_guard(h_seq):
             launcher(_neuron_bwd_kernel)[(programs,)](
                 grad_spike_ptr=grad_spike_seq, grad_v_last_ptr=a.grad_v_last, grad_v_seq_ptr=a.grad_v_seq,
-                h_seq_ptr=h_seq, v_init_ptr=a.v_init, k_ptr=a.k, grad_x_ptr=grad_x_seq, grad_v_init_ptr=grad_v_init,
-                grad_k_partial_ptr=partials, T=h_seq.shape[0], N=n, v_init_value=a.v_init_value,
-                v_threshold=p.v_threshold, v_reset=0.0 if p.v_reset is None else p.v_reset,
-                dh_dx=1.0 / p.tau if lif and p.decay_input else 1.0, dh_dv=1.0 - 1.0 / p.tau if lif else 1.0,
-                alpha=p.sg_alpha, sg_a=p.sg_a, sg_b=p.sg_b, KIND=_KINDS[p.kind], DECAY=p.decay_input,
-                ZERO_RESET=p.v_reset is None or p.v_reset == 0.0, HARD=p.v_reset is not None,
+                h_seq_ptr=h_seq, x_ptr=a.x_seq if need_grad_k and p.decay_input else None, v_init_ptr=a.v_init,
+                k_ptr=a.k, grad_x_ptr=grad_x_seq, grad_v_init_ptr=grad_v_init, grad_k_partial_ptr=partials,
+                T=h_seq.shape[0], N=n, v_init_value=a.v_init_value, v_threshold=p.v_threshold,
+                v_reset=0.0 if p.v_reset is None else p.v_reset, tau=p.tau, inv_tau=1.0 / f32(p.tau),
+                decay_scale=1.0 - 1.0 / p.tau, alpha=p.sg_alpha, sg_a=p.sg_a, sg_b=p.sg_b, KIND=_KINDS[p.kind],
+                DECAY=p.decay_input, ZERO_RESET=p.v_reset is None or p.v_reset == 0.0, HARD=p.v_reset is not None,
                 DETACH_RESET=p.detach_reset, SURROGATE=SURROGATES.index(p.surrogate),
-                HAS_V_INIT=a.v_init is not None, HAS_GRAD_V_SEQ=a.grad_v_seq is not None, PTX=not INTERPRETED,
-                BLOCK=block, num_warps=warps)
-    if plif:
+                HAS_V_INIT=a.v_init is not None, HAS_GRAD_V_LAST=a.grad_v_last is not None,
+                HAS_GRAD_V_SEQ=a.grad_v_seq is not None, NEED_GRAD_K=need_grad_k, TAU_RECIPROCAL=h_seq.is_cuda,
+                PTX=not INTERPRETED, BLOCK=block, num_warps=warps)
+    if need_grad_k:
         grad_k = partials.sum().to(STATE_DTYPE)
     return grad_x_seq, grad_v_init, grad_k
 

@@ -15,9 +15,19 @@ fire ``s = (h - v_threshold >= 0)``; reset: hard ``v = (1 - s) * h + s * v_reset
 ``v = h - s * v_threshold``.
 
 The backward is hand-written backpropagation through time over the saved ``h`` sequence, with the
-surrogate derivative ``g' = surrogate.derivative(h - v_threshold)`` standing in for ``ds/dh``:
-``dL/dh_t = dL/ds_t * g' + dL/dv_t * dv_t/dh_t`` where ``dv_t/dh_t`` is ``(1 - s) + (v_reset - h) * g'``
-(hard) or ``1 - v_threshold * g'`` (soft), without the ``g'`` term when ``detach_reset``.
+surrogate derivative ``g' = surrogate.derivative(h - v_threshold)`` standing in for ``ds/dh``. Each
+product is the one autograd forms on SpikingJelly's graph of the same step, in the same order, so values
+agree to rounding and a ``0 * inf`` (huge or infinite ``h``) is NaN exactly where SpikingJelly's is::
+
+    hard:  dL/dh = dL/dv (1 - s) + (dL/ds + (dL/dv v_reset - dL/dv h)) g'
+    soft:  dL/dh = dL/dv + (dL/ds - dL/dv v_threshold) g'
+
+with ``dL/ds`` alone (no ``dL/dv`` term) when ``detach_reset``, and ``dL/dh = dL/ds g'`` at the last
+step when v has no gradient there (autograd never evaluates that reset backward; a zero would make
+``0 * inf``). Each ``(...) g'`` product is the surrogate's ``grad_input``: for PiecewiseQuadratic it is 0
+outside the window even when the other factor is Inf or NaN, as SpikingJelly masks it. The charge then
+passes ``u = dL/dh / tau`` (LIF) or ``dL/dh k`` (PLIF) to a scaled x and ``dL/dh - u`` or ``dL/dh (1 - k)``
+to v, by its form in the table.
 
 fp16/bf16 inputs are computed in fp32 (state, arithmetic, v outputs); spikes come back in the input dtype.
 fp64 inputs, or a fp64 initial state, are computed in fp64.
@@ -67,12 +77,32 @@ def reset(h: torch.Tensor, s: torch.Tensor, v_threshold: float, v_reset: Optiona
     return h - s * v_threshold
 
 
-def _charge_partials(spec: NeuronSpec, k):
-    """(dh/dx, dh/dv): constants, or 0-dim tensors for PLIF."""
+def _charge_backward(spec: NeuronSpec, k, grad_h):
+    """``(dL/dx, dL/dv)`` of one charge step, as autograd differentiates the table's expression."""
     if spec.kind == "if":
-        return 1.0, 1.0
-    decay = 1.0 / spec.tau if spec.kind == "lif" else k
-    return (decay if spec.decay_input else 1.0), 1.0 - decay
+        return grad_h, grad_h
+    u = grad_h / spec.tau if spec.kind == "lif" else grad_h * k
+    if spec.decay_input:
+        return u, grad_h - u
+    if spec.reset_is_zero:
+        return grad_h, grad_h * ((1.0 - 1.0 / spec.tau) if spec.kind == "lif" else (1.0 - k))
+    return grad_h, grad_h - u
+
+
+def _grad_h(spec: NeuronSpec, grad_s, grad_v, h):
+    """dL/dh of one step through fire and reset; ``grad_v`` None when v has no gradient at that step."""
+    hm = h - spec.v_threshold
+    if grad_v is None:
+        return spec.surrogate.grad_input(grad_s, hm)
+    if spec.hard_reset:
+        direct = grad_v * (1.0 - heaviside(hm))
+        if not spec.detach_reset:
+            grad_s = grad_s + (grad_v * spec.v_reset - grad_v * h)
+    else:
+        direct = grad_v
+        if not spec.detach_reset:
+            grad_s = grad_s - grad_v * spec.v_threshold
+    return direct + spec.surrogate.grad_input(grad_s, hm)
 
 
 def _forward(spec: NeuronSpec, x_seq, v_init, w, store_v_seq: bool, keep_h: bool):
@@ -106,6 +136,8 @@ class _MultiStep(torch.autograd.Function):
     def forward(ctx, x_seq, v_init, w, spec: NeuronSpec, store_v_seq: bool):
         spike_seq, v, v_seq, h_seq, v0, k = _forward(spec, x_seq, v_init, w, store_v_seq, keep_h=True)
         ctx.spec = spec
+        # A gradient that does not reach an output stays None, as in autograd (see _grad_h).
+        ctx.set_materialize_grads(False)
         ctx.v_init_dtype = v_init.dtype if isinstance(v_init, torch.Tensor) else None
         ctx.x_dtype = x_seq.dtype
         if spec.kind == "plif":
@@ -129,24 +161,16 @@ class _MultiStep(torch.autograd.Function):
             grad_k = torch.zeros((), dtype=h_seq.dtype, device=h_seq.device)
         else:
             k = None
-        dh_dx, dh_dv = _charge_partials(spec, k)
         sdt = h_seq.dtype
         grad_x = torch.empty_like(h_seq)
-        grad_v = grad_v_last.to(sdt)
+        grad_v = grad_v_last.to(sdt) if grad_v_last is not None else None
         for t in range(h_seq.shape[0] - 1, -1, -1):
             h = h_seq[t]
-            hm = h - spec.v_threshold
-            sg = spec.surrogate.derivative(hm)
             if grad_v_seq is not None:
-                grad_v = grad_v + grad_v_seq[t].to(sdt)
-            if spec.hard_reset:
-                dv_dh = 1.0 - heaviside(hm)
-                if not spec.detach_reset:
-                    dv_dh = dv_dh + (spec.v_reset - h) * sg
-            else:
-                dv_dh = 1.0 if spec.detach_reset else 1.0 - spec.v_threshold * sg
-            grad_h = grad_spike_seq[t].to(sdt) * sg + grad_v * dv_dh
-            grad_x[t] = grad_h * dh_dx
+                grad_v = grad_v_seq[t].to(sdt) if grad_v is None else grad_v + grad_v_seq[t].to(sdt)
+            grad_s = grad_spike_seq[t].to(sdt) if grad_spike_seq is not None else torch.zeros_like(h)
+            grad_h = _grad_h(spec, grad_s, grad_v, h)
+            grad_x[t], grad_v = _charge_backward(spec, k, grad_h)
             if plif:
                 if t > 0:
                     h_prev = h_seq[t - 1]
@@ -156,7 +180,6 @@ class _MultiStep(torch.autograd.Function):
                 v_rel = v_prev if spec.reset_is_zero else v_prev - spec.v_reset
                 dh_dk = x_seq[t].to(sdt) - v_rel if spec.decay_input else -v_rel
                 grad_k = grad_k + (grad_h * dh_dk).sum()
-            grad_v = grad_h * dh_dv
         grad_x = grad_x.to(ctx.x_dtype) if ctx.needs_input_grad[0] else None
         grad_v_init = grad_v.to(ctx.v_init_dtype) if ctx.needs_input_grad[1] else None
         grad_w = None

@@ -66,6 +66,10 @@ class Surrogate:
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def grad_input(self, grad_spike: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``dL/dx = dL/dspike * derivative(x)``: snnTorch multiplies in every surrogate's backward."""
+        return grad_spike * self.derivative(x)
+
     def _kernel_constants(self) -> tuple:
         return 1.0, 1.0, 1.0
 
